@@ -1,0 +1,1 @@
+"""proofs: sympy derivations of the power-mean theorems and the claims ledger."""

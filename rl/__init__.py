@@ -1,0 +1,1 @@
+"""rl: power-mean policy losses, advantages, environments, trainer, studies and the CLI."""
