@@ -1,0 +1,368 @@
+r"""Theorems as data: statuses, derivations, numeric checks and the runner.
+
+A :class:`Theorem` carries its statement (plain text and LaTeX), its assumptions, a
+``derive`` function that performs the sympy derivation and returns a :class:`Derivation`
+(the status it *earned*, the steps sympy carried out, and the lambdified numeric forms),
+and a numeric check: ``make_case`` draws an input from a :class:`Drawer` (a numpy
+generator in ``hmpo verify``, hypothesis in the tests) and ``evaluate`` compares the
+derived numeric form, evaluated in mpmath at high precision, with the project's torch
+function (float64), returning ``(error, tolerance)``.
+
+The project functions a check calls come from an :class:`Impl` namespace, so that a test
+can substitute a deliberately wrong implementation and watch the same check fail.
+
+Statuses, weakest last:
+
+* ``proved``: derived symbolically for every n (sympy on symbolic sums, or on one split-off
+  term with the rest an arbitrary positive constant, or on moment symbols);
+* ``proved-n``: derived for each concrete n = 2..N (N is stated);
+* ``numeric``: verified numerically only;
+* ``refuted``: false, with a counterexample that sympy or exact arithmetic confirms;
+* ``open``: nothing established;
+* ``failed``: the derivation raised or did not reduce; ``hmpo verify`` then exits non-zero.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Any
+
+import numpy as np
+import sympy as sp
+
+import meantheory
+
+__all__ = [
+    "Status",
+    "DerivationError",
+    "Derivation",
+    "Proof",
+    "Case",
+    "Drawer",
+    "RngDrawer",
+    "Impl",
+    "DEFAULT_IMPL",
+    "Theorem",
+    "CheckResult",
+    "TheoremResult",
+    "run_theorem",
+    "EPS",
+]
+
+EPS = float(np.finfo(np.float64).eps)
+
+
+class Status(str, Enum):
+    PROVED = "proved"
+    PROVED_N = "proved-n"
+    NUMERIC = "numeric"
+    REFUTED = "refuted"
+    OPEN = "open"
+    FAILED = "failed"
+
+    def describe(self, n_max: int | None = None) -> str:
+        return {
+            Status.PROVED: "proved symbolically for all n",
+            Status.PROVED_N: f"proved for each n = 2..{n_max}",
+            Status.NUMERIC: "verified numerically only",
+            Status.REFUTED: "refuted (counterexample)",
+            Status.OPEN: "open",
+            Status.FAILED: "FAILED",
+        }[self]
+
+
+class DerivationError(AssertionError):
+    """A derivation step did not reduce to what it should."""
+
+
+@dataclass
+class Derivation:
+    """What a derivation earned: its status, the steps done, and the numeric forms."""
+
+    status: Status
+    steps: list[str]
+    n_max: int | None = None
+    counterexample: str | None = None
+    forms: dict[str, Any] = field(default_factory=dict)
+    latex: dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        return self.status.describe(self.n_max)
+
+
+class Proof:
+    """Records derivation steps; every ``zero``/``equal``/``limit`` check is done by sympy.
+
+    A step that does not reduce raises :class:`DerivationError`, so a derivation can only
+    return a status after all of its steps passed.
+    """
+
+    def __init__(self) -> None:
+        self.steps: list[str] = []
+        self.latex: dict[str, str] = {}
+
+    def note(self, text: str) -> None:
+        self.steps.append(text)
+
+    def zero(self, expr: Any, what: str, *, log_form: bool = False) -> None:
+        """Require ``expr`` to simplify to 0 (``log_form``: expand logs with positivity first)."""
+        e = sp.expand_log(expr, force=True) if log_form else expr
+        red = sp.simplify(e)
+        if red != 0:
+            red = sp.simplify(sp.expand(sp.powsimp(sp.expand_log(red, force=True), force=True)))
+        if red != 0:
+            raise DerivationError(f"{what}: difference did not reduce to 0 (got {red})")
+        self.steps.append(f"{what}: sympy reduces the difference to 0")
+
+    def equal(self, lhs: Any, rhs: Any, what: str, *, log_form: bool = False) -> None:
+        self.zero(sp.sympify(lhs) - sp.sympify(rhs), what, log_form=log_form)
+
+    def same(self, lhs: Any, rhs: Any, what: str) -> None:
+        """Structural identity after sympy's automatic canonicalisation (for symbolic sums)."""
+        if sp.sympify(lhs) != sp.sympify(rhs):
+            raise DerivationError(f"{what}: {lhs} is not identical to {rhs}")
+        self.steps.append(f"{what}: identical expressions")
+
+    def limit(self, expr: Any, var: sp.Symbol, point: Any, expected: Any, what: str, direction: str = "+-") -> Any:
+        if point in (sp.oo, -sp.oo):
+            got = sp.limit(expr, var, point)
+        else:
+            got = sp.limit(expr, var, point, dir=direction)
+        exp_ = sp.sympify(expected)
+        ok = got == exp_ if (got.is_infinite or exp_.is_infinite) else sp.simplify(got - exp_) == 0
+        if not ok:
+            raise DerivationError(f"{what}: limit is {got}, expected {expected}")
+        self.steps.append(f"{what}: sympy.limit gives {sp.sstr(got)}")
+        return got
+
+    def true(self, cond: Any, what: str) -> None:
+        c = sp.simplify(cond) if isinstance(cond, sp.Basic) else cond
+        if not bool(c is True or c == sp.true):
+            raise DerivationError(f"{what}: not established (got {c})")
+        self.steps.append(what)
+
+    def done(self, status: Status, **kw: Any) -> Derivation:
+        return Derivation(status=status, steps=self.steps, latex=self.latex, **kw)
+
+
+# ---------------------------------------------------------------------------------------
+# Cases and drawers: the same make_case serves numpy (hmpo verify) and hypothesis (tests).
+
+
+@dataclass
+class Case:
+    """One numeric input: log-values ``u`` (n,), optional weights (n,), exponent p, extras."""
+
+    u: np.ndarray
+    p: float = 1.0
+    w: np.ndarray | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return int(self.u.shape[0])
+
+    def wn(self) -> np.ndarray:
+        """Normalised weights (uniform when none were given)."""
+        w = np.full(self.n, 1.0 / self.n) if self.w is None else self.w / self.w.sum()
+        return w
+
+
+class Drawer:
+    """Source of primitive draws; subclasses wrap numpy or hypothesis."""
+
+    def float(self, lo: float, hi: float) -> float:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def int(self, lo: int, hi: int) -> int:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def choice(self, options: Sequence[Any]) -> Any:
+        return options[self.int(0, len(options) - 1)]
+
+    def floats(self, n: int, lo: float, hi: float) -> np.ndarray:
+        return np.array([self.float(lo, hi) for _ in range(n)], dtype=np.float64)
+
+    def bool(self) -> bool:
+        return self.int(0, 1) == 1
+
+
+class RngDrawer(Drawer):
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+
+    def float(self, lo: float, hi: float) -> float:
+        return float(self.rng.uniform(lo, hi))
+
+    def int(self, lo: int, hi: int) -> int:
+        return int(self.rng.integers(lo, hi + 1))
+
+
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Impl:
+    """The project functions the numeric checks certify (substitutable in tests)."""
+
+    log_power_mean: Callable[..., Any] = meantheory.log_power_mean
+    power_mean: Callable[..., Any] = meantheory.power_mean
+    geometric_mean: Callable[..., Any] = meantheory.geometric_mean
+    harmonic_mean: Callable[..., Any] = meantheory.harmonic_mean
+    arithmetic_mean: Callable[..., Any] = meantheory.arithmetic_mean
+    mean_weights: Callable[..., Any] = meantheory.mean_weights
+    dlog_power_mean_dp: Callable[..., Any] = meantheory.dlog_power_mean_dp
+    cumulant_series: Callable[..., Any] = meantheory.cumulant_series
+    weighted_cumulants: Callable[..., Any] = meantheory.weighted_cumulants
+    arithmetic_harmonic_iteration: Callable[..., Any] = meantheory.arithmetic_harmonic_iteration
+    mean_pair_iteration: Callable[..., Any] = meantheory.mean_pair_iteration
+    gauss_agm: Callable[..., Any] = meantheory.gauss_agm
+
+    def with_(self, **kw: Any) -> Impl:
+        return replace(self, **kw)
+
+
+DEFAULT_IMPL = Impl()
+
+Evaluate = Callable[[Derivation, Case, Impl], tuple[float, float]]
+
+
+@dataclass(frozen=True)
+class Theorem:
+    """A theorem as data. See the module docstring."""
+
+    id: str
+    title: str
+    statement: str
+    latex: str
+    assumptions: tuple[str, ...]
+    derive: Callable[[], Derivation]
+    certifies: tuple[str, ...]
+    expected: Status
+    make_case: Callable[[Drawer], Case] | None = None
+    evaluate: Evaluate | None = None
+    tolerance: str = ""
+    cases: int = 40
+    refs: str = ""
+
+
+@dataclass
+class CheckResult:
+    cases: int
+    max_error: float
+    max_ratio: float  # max error / tolerance (<= 1 passes)
+    passed: bool
+    worst: str = ""
+
+
+@dataclass
+class TheoremResult:
+    theorem: Theorem
+    derivation: Derivation | None
+    check: CheckResult | None
+    derive_s: float
+    check_s: float
+    error: str | None = None
+
+    @property
+    def status(self) -> Status:
+        return Status.FAILED if self.derivation is None else self.derivation.status
+
+    @property
+    def passed(self) -> bool:
+        """Derivation earned the status the theorem claims, and the numeric check passed."""
+        if self.derivation is None or self.error is not None:
+            return False
+        if self.derivation.status != self.theorem.expected:
+            return False
+        return self.check is None or self.check.passed
+
+    def as_dict(self) -> dict[str, Any]:
+        th = self.theorem
+        d = self.derivation
+        return {
+            "id": th.id,
+            "title": th.title,
+            "statement": th.statement,
+            "latex": th.latex,
+            "assumptions": list(th.assumptions),
+            "certifies": list(th.certifies),
+            "status": self.status.value,
+            "status_text": d.describe() if d else "FAILED",
+            "n_max": d.n_max if d else None,
+            "counterexample": d.counterexample if d else None,
+            "steps": d.steps if d else [],
+            "expected_status": th.expected.value,
+            "passed": self.passed,
+            "error": self.error,
+            "tolerance": th.tolerance,
+            "numeric": None
+            if self.check is None
+            else {
+                "cases": self.check.cases,
+                "max_error": _finite_or_str(self.check.max_error),
+                "max_ratio": _finite_or_str(self.check.max_ratio),
+                "passed": self.check.passed,
+                "worst": self.check.worst,
+            },
+            "derive_s": round(self.derive_s, 4),
+            "check_s": round(self.check_s, 4),
+        }
+
+
+def _finite_or_str(v: float) -> float | str:
+    return v if math.isfinite(v) else str(v)
+
+
+def check_theorem(th: Theorem, deriv: Derivation, drawer: Drawer, impl: Impl = DEFAULT_IMPL,
+                  cases: int | None = None) -> CheckResult | None:
+    """Run ``cases`` numeric cases of ``th`` against ``impl``; an exception counts as a failure."""
+    if th.make_case is None or th.evaluate is None:
+        return None
+    n = th.cases if cases is None else cases
+    max_err, max_ratio, worst = 0.0, 0.0, ""
+    for _ in range(n):
+        case = th.make_case(drawer)
+        try:
+            err, tol = th.evaluate(deriv, case, impl)
+        except Exception as exc:  # a crash of the implementation is a failed check
+            return CheckResult(n, math.inf, math.inf, False, f"{type(exc).__name__}: {exc} on {_case_str(case)}")
+        ratio = err / tol if tol > 0 else (0.0 if err == 0 else math.inf)
+        if not math.isfinite(ratio):
+            ratio = math.inf
+        if ratio > max_ratio or (ratio == max_ratio and not worst):
+            max_ratio, worst = ratio, f"error {err:.3g} vs tolerance {tol:.3g} on {_case_str(case)}"
+        max_err = max(max_err, err) if math.isfinite(err) else math.inf
+    return CheckResult(n, max_err, max_ratio, max_ratio <= 1.0, worst)
+
+
+def _case_str(case: Case) -> str:
+    u = np.array2string(case.u, precision=4, max_line_width=200)
+    s = f"u={u}, p={case.p:.6g}"
+    if case.w is not None:
+        s += f", w={np.array2string(case.w, precision=3)}"
+    if case.extra:
+        s += ", " + ", ".join(f"{k}={v}" for k, v in case.extra.items() if not isinstance(v, np.ndarray))
+    return s
+
+
+def run_theorem(th: Theorem, drawer: Drawer, impl: Impl = DEFAULT_IMPL, cases: int | None = None) -> TheoremResult:
+    t0 = time.perf_counter()
+    try:
+        deriv = th.derive()
+    except Exception as exc:
+        return TheoremResult(th, None, None, time.perf_counter() - t0, 0.0,
+                             error=f"derivation: {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}")
+    t1 = time.perf_counter()
+    error = None
+    if deriv.status != th.expected:
+        error = f"derivation earned '{deriv.status.value}', the theorem claims '{th.expected.value}'"
+    chk = check_theorem(th, deriv, drawer, impl, cases)
+    if chk is not None and not chk.passed and error is None:
+        error = f"numeric check failed: {chk.worst}"
+    return TheoremResult(th, deriv, chk, t1 - t0, time.perf_counter() - t1, error)
