@@ -118,15 +118,25 @@ def arithmetic_harmonic_iteration(a: float, b: float, steps: int | None = None, 
 
     ``steps``: run exactly that many steps; otherwise run until the relative gap is at
     most ``tol`` (default: until the pair stops changing in float64, at most 64 steps;
-    quadratic convergence needs about 6 from a ratio of 1000).
+    from a ratio R the gap first roughly halves per step while ``a >> h``, then converges
+    quadratically: about ``log2(R)/2 + 5`` steps, 10 from R = 1000, 25 from R = 1e12).
     """
     a, b = _check_pair(a, b)
-    # sqrt(a) sqrt(b) instead of sqrt(a b): the product can overflow for large inputs.
     return _iterate(
         "arithmetic-harmonic", a, b,
         lambda x, y: ((x + y) / 2, 2 * x * (y / (x + y))),
-        steps, tol, math.sqrt(a) * math.sqrt(b),
+        steps, tol, _sqrt_product(a, b),
     )
+
+
+def _sqrt_product(a: float, b: float) -> float:
+    """sqrt(a b), correctly rounded when the product is a normal float (sqrt(2 * 2) = 2
+    exactly, where sqrt(2) * sqrt(2) is 2 + 1 ulp); sqrt(a) sqrt(b) when it would overflow
+    or underflow."""
+    ab = a * b
+    if 1e-300 < ab < 1e300:
+        return math.sqrt(ab)
+    return math.sqrt(a) * math.sqrt(b)
 
 
 def gauss_agm(a: float, b: float, steps: int | None = None, tol: float | None = None) -> IterationTrace:

@@ -61,10 +61,15 @@ def mp_cumulants(log_x, order: int, weights=None, mask=None, dps: int = DEFAULT_
     """Weighted cumulants kappa_1..kappa_order of u (finite entries only)."""
     with mpmath.workdps(dps + 20):
         us, ws = _row(log_x, weights, mask)
-        k1 = mpmath.fsum(w * u for u, w in zip(us, ws))
+        # Moments about the first entry first: a constant row then has exactly zero
+        # central moments (1/n weights make the mean itself inexact at any precision).
+        u0 = us[0] if us else mpmath.mpf(0)
+        vs = [u - u0 for u in us]
+        d1 = mpmath.fsum(w * v for v, w in zip(vs, ws))
+        k1 = u0 + d1
         mu = {1: mpmath.mpf(0)}
         for j in range(2, order + 1):
-            mu[j] = mpmath.fsum(w * (u - k1) ** j for u, w in zip(us, ws))
+            mu[j] = mpmath.fsum(w * (v - d1) ** j for v, w in zip(vs, ws))
         ks = [k1]
         for n in range(2, order + 1):
             kn = mu[n]
