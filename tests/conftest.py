@@ -29,3 +29,10 @@ settings.load_profile("ci" if os.environ.get("CI", "").lower() == "true" else "d
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# On 2 cores under `pytest -n 2`, two intra-op threads per worker oversubscribe the
+# machine and make the many tiny tensor operations of these tests 7-70x slower.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    import torch
+
+    torch.set_num_threads(1)

@@ -1,0 +1,152 @@
+"""The policy/environment protocol the trainer speaks (contract 2 of the project brief).
+
+A *rollout* is a batch of sampled answers: ``tokens`` [B, T] with a ``mask`` [B, T] that is
+False after EOS or on padding, and ``logp`` [B, T], the detached log-probability of each
+sampled token under the policy that sampled it (0 where the mask is False).
+
+A *policy* is a ``torch.nn.Module`` that can sample one answer per prompt row, score given
+answers (differentiably) and, optionally, report per-token entropies.
+
+An *environment* draws prompts, scores answers and builds a fresh policy suited to it.
+Environments without prompts (the bandits) return an empty LongTensor of shape [n, 0] from
+``sample_prompts`` rather than None, so that ``Policy.sample`` still learns the batch size
+from ``prompts.shape[0]``; ``None`` remains allowed for policies that do not need it.
+
+Reference: the sampling / scoring split follows the rollout / actor split of verl and TRL.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["Rollout", "Policy", "Env", "check_rollout"]
+
+
+@dataclass
+class Rollout:
+    """A batch of sampled answers.
+
+    Attributes:
+        prompts: LongTensor [B, P] (P may be 0) or None, the prompts the answers respond to,
+            already repeated once per sample.
+        tokens: LongTensor [B, T], the sampled tokens (any value where ``mask`` is False).
+        mask: BoolTensor [B, T], True on real answer tokens, False after EOS and on padding.
+        logp: float32 [B, T], detached log pi_sample(token_t | prompt, tokens_<t); 0 where
+            ``mask`` is False.
+    """
+
+    prompts: torch.Tensor | None
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    logp: torch.Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.tokens.shape[0])
+
+    def lengths(self) -> torch.Tensor:
+        """Number of real tokens per answer, LongTensor [B]."""
+        return self.mask.sum(dim=-1)
+
+
+def check_rollout(r: Rollout) -> None:
+    """Raise ValueError when a rollout breaks the protocol (shapes, dtypes, masked logp)."""
+    if r.tokens.dim() != 2:
+        raise ValueError(f"Rollout.tokens must be [B, T], got shape {tuple(r.tokens.shape)}")
+    if r.mask.shape != r.tokens.shape or r.logp.shape != r.tokens.shape:
+        raise ValueError(
+            f"Rollout shapes differ: tokens {tuple(r.tokens.shape)}, mask {tuple(r.mask.shape)}, "
+            f"logp {tuple(r.logp.shape)}"
+        )
+    if r.mask.dtype != torch.bool:
+        raise ValueError(f"Rollout.mask must be bool, got {r.mask.dtype}")
+    if r.tokens.dtype != torch.long:
+        raise ValueError(f"Rollout.tokens must be int64, got {r.tokens.dtype}")
+    if r.logp.requires_grad:
+        raise ValueError("Rollout.logp must be detached (it is the behaviour policy's log-prob)")
+    if r.prompts is not None and r.prompts.shape[0] != r.tokens.shape[0]:
+        raise ValueError(
+            f"Rollout.prompts has {r.prompts.shape[0]} rows but tokens has {r.tokens.shape[0]}"
+        )
+
+
+class Policy(torch.nn.Module, abc.ABC):
+    """A sampling policy pi_theta(answer | prompt) over token sequences.
+
+    Subclasses implement:
+        sample(prompts, generator, temperature=1.0) -> Rollout
+            one answer per prompt row (the trainer has already repeated each prompt G times);
+            randomness comes only from ``generator`` so runs are reproducible.
+        log_probs(prompts, tokens, mask) -> Tensor [B, T]
+            log pi_theta(tokens_t | prompts, tokens_<t), differentiable in the parameters,
+            exactly 0 where ``mask`` is False (no NaN or -inf may leak from padding).
+        entropy(prompts, tokens, mask) -> Tensor [B, T] or None
+            H(pi_theta(. | prompts, tokens_<t)) per position, 0 where ``mask`` is False; None
+            when the policy cannot compute it cheaply.
+
+    ``temperature`` scales logits as logits / temperature when sampling; ``Rollout.logp`` is
+    the log-prob under that tempered distribution (the distribution actually sampled).
+    """
+
+    @abc.abstractmethod
+    def sample(
+        self, prompts: torch.Tensor | None, generator: torch.Generator, temperature: float = 1.0
+    ) -> Rollout:
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def log_probs(
+        self, prompts: torch.Tensor | None, tokens: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def entropy(
+        self, prompts: torch.Tensor | None, tokens: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor | None:
+        raise NotImplementedError
+
+
+class Env(abc.ABC):
+    """A verifiable task: prompts, a reward for each answer, and a policy to train on it.
+
+    Attributes:
+        name: the registry name ("bandit", "seq-bandit", ...).
+
+    Subclasses implement:
+        sample_prompts(n, generator) -> LongTensor [n, P] (P may be 0) or None
+        reward(prompts, tokens, mask) -> float32 Tensor [B]
+        make_policy(**kw) -> Policy   (a fresh, untrained policy; kw are policy options)
+
+    Environments with internal randomness (noisy rewards) keep it in their own
+    ``torch.Generator`` and expose it through ``state_dict`` / ``load_state_dict`` so that a
+    resumed run equals an uninterrupted one; the defaults below suit stateless environments.
+    """
+
+    name: str = "env"
+
+    @abc.abstractmethod
+    def sample_prompts(self, n: int, generator: torch.Generator) -> torch.Tensor | None:
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def reward(
+        self, prompts: torch.Tensor | None, tokens: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def make_policy(self, **kw) -> Policy:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        """Internal random state to checkpoint (empty for deterministic environments)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what ``state_dict`` returned."""
+        if state:
+            raise ValueError(f"{type(self).__name__} is stateless but got state keys {sorted(state)}")

@@ -1,0 +1,64 @@
+"""``hmpo train`` through the dispatcher rl.cli.main."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from rl.cli import main
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # bandit tensors are tiny: intra-op threads only add synchronisation, which turns into
+    # milliseconds per op when pytest -n 2 oversubscribes the cores
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_default_seq_bandit_run_writes_metrics_and_summary(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--env", "seq-bandit", "--out", str(out), "--no-progress"]) == 0
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 100
+    recs = [json.loads(line) for line in lines]
+    assert [r["step"] for r in recs] == list(range(1, 101))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stop_reason"] == "completed" and summary["steps_done"] == 100
+    assert (out / "checkpoint.pt").exists() and (out / "policy.pt").exists() and (out / "config.json").exists()
+    text = capsys.readouterr().out
+    assert "exact expected reward" in text and "steps/s" in text
+
+
+def test_options_reach_the_config_and_resume_extends(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--env", "contextual-bandit", "--policy", "autoregressive", "--policy-opt", "hidden=8",
+            "--env-opt", "vocab=4", "--env-opt", "length=3", "--env-opt", "noise=flip", "--env-opt", "noise_scale=0.1",
+            "--level", "sequence", "--p", "-1", "--epochs", "2", "--minibatches", "2", "--policy-lag", "1",
+            "--group-size", "4", "--prompts", "4", "--optimizer", "muon", "--lr", "0.01", "--eps-high", "0.28",
+            "--loss-opt", "kl_coef=0.01", "--seed", "3", "--out", str(out), "--no-progress", "--json"]
+    assert main(args + ["--steps", "3"]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["env_kwargs"] == {"vocab": 4, "length": 3, "noise": "flip", "noise_scale": 0.1}
+    assert cfg["policy_kwargs"] == {"hidden": 8, "kind": "autoregressive"}
+    assert (cfg["p"], cfg["epochs"], cfg["minibatches"], cfg["policy_lag"], cfg["optimizer"]) == (-1.0, 2, 2, 1, "muon")
+    assert cfg["loss_options"] == {"kl_coef": 0.01} and cfg["eps_high"] == 0.28
+    capsys.readouterr()
+    assert main(args + ["--steps", "5", "--resume"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["steps_done"] == 5
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 5
+
+
+def test_errors_are_reported_not_raised(tmp_path, capsys):
+    assert main(["train", "--env", "seq-bandit", "--optimizer", "muonclip", "--steps", "2", "--no-progress"]) == 2
+    assert "q_proj" in capsys.readouterr().err
+    assert main(["train", "--env", "seq-bandit", "--env-opt", "vocab=1", "--steps", "2", "--no-progress"]) == 2
+    assert "vocab" in capsys.readouterr().err
+    assert main(["train", "--resume", "--steps", "2"]) == 2
+    with pytest.raises(SystemExit):
+        main(["train", "--env", "go"])
