@@ -1,0 +1,713 @@
+"""rl.losses.policy_loss: closed forms, gradient identities, peers' GSPO, properties, bad input.
+
+Expected values are written from the formulas (plain Python ``math`` on small hand batches,
+or a few lines of torch transcribing a public definition), never taken from the
+implementation. Tolerances: float64 batches are compared at rtol 1e-12 (a handful of
+operations, each within 1 ulp); float32 at 1e-6 relative.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rl.losses import AGG_MODES, aggregate, kl_estimate, policy_loss
+
+F64 = torch.float64
+NAN = float("nan")
+
+
+def t64(rows, pad=NAN):
+    """Ragged list of rows -> ([B, T] float64 padded with ``pad``, bool mask)."""
+    T = max(len(r) for r in rows)
+    x = torch.full((len(rows), T), pad, dtype=F64)
+    m = torch.zeros(len(rows), T, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        x[i, : len(r)] = torch.tensor(r, dtype=F64)
+        m[i, : len(r)] = True
+    return x, m
+
+
+def agg_by_hand(token_losses: list[list[float]], agg: str, T: int) -> float:
+    """verl's four modes written from their definitions, on ragged per-token losses."""
+    rows = [r for r in token_losses if r]
+    if agg == "token-mean":
+        return sum(sum(r) for r in rows) / sum(len(r) for r in rows)
+    if agg == "seq-mean-token-mean":
+        return sum(sum(r) / len(r) for r in rows) / len(rows)
+    if agg == "seq-mean-token-sum":
+        return sum(sum(r) for r in rows) / len(rows)
+    return sum(sum(r) for r in rows) / T
+
+
+def power_mean_by_hand(ls: list[float], p: float) -> float:
+    """s = ((1/n) sum r^p)^(1/p), s = exp(mean l) at p = 0: the textbook formula, in float64."""
+    if p == 0:
+        return math.exp(sum(ls) / len(ls))
+    return (sum(math.exp(p * x) for x in ls) / len(ls)) ** (1.0 / p)
+
+
+def ppo_term(r: float, a: float, lo: float, hi: float, c: float | None = None) -> float:
+    """-min(r a, clip(r, lo, hi) a), then the dual clip min(., -a c) for a < 0 (verl's form)."""
+    loss = -min(r * a, min(max(r, lo), hi) * a)
+    if c is not None and a < 0:
+        loss = min(loss, -a * c)
+    return loss
+
+
+# --------------------------------------------------------------------------- closed forms
+
+TOKEN_ROWS = [[0.1, -0.3, 0.5], [0.2, -0.5]]
+TOKEN_ADV = [1.0, -2.0]
+
+
+@pytest.mark.parametrize("agg", AGG_MODES)
+@pytest.mark.parametrize("clip_c", [None, 1.1])
+def test_token_level_closed_form(agg, clip_c):
+    l, mask = t64(TOKEN_ROWS)
+    old = torch.zeros_like(l)
+    logp = l.clone().requires_grad_()
+    loss, m = policy_loss(logp, old, torch.tensor(TOKEN_ADV, dtype=F64), mask, level="token", agg=agg, clip_c=clip_c)
+    # Row 0 (A > 0): 1.105 inside, 0.741 below (not clipped for A > 0), 1.649 clipped to 1.2.
+    # Row 1 (A < 0): 1.221 above (not clipped for A < 0, dual-clipped to 1.1 when c = 1.1), 0.607 clipped to 0.8.
+    by_hand = [[ppo_term(math.exp(x), a, 0.8, 1.2, clip_c) for x in row] for row, a in zip(TOKEN_ROWS, TOKEN_ADV)]
+    assert loss.item() == pytest.approx(agg_by_hand(by_hand, agg, 3), rel=1e-12)
+    assert m["clip_frac_high"] == pytest.approx(1 / 5)
+    assert m["clip_frac_low"] == pytest.approx(1 / 5)
+    assert m["clip_frac_dual"] == pytest.approx(0.0 if clip_c is None else 1 / 5)
+    loss.backward()
+    # Gradient: -A r_t * d agg / d L_t for unclipped tokens, exactly 0 for clipped ones.
+    unclipped = [[True, True, False], [clip_c is None, False]]
+    weight = {
+        "token-mean": lambda i: 1 / 5,
+        "seq-mean-token-mean": lambda i: 1 / (2 * len(TOKEN_ROWS[i])),
+        "seq-mean-token-sum": lambda i: 1 / 2,
+        "seq-mean-token-sum-norm": lambda i: 1 / 3,
+    }[agg]
+    for i, row in enumerate(TOKEN_ROWS):
+        for t, x in enumerate(row):
+            g = -TOKEN_ADV[i] * math.exp(x) * weight(i) if unclipped[i][t] else 0.0
+            assert logp.grad[i, t].item() == pytest.approx(g, rel=1e-12, abs=1e-300)
+    assert logp.grad[1, 2].item() == 0.0  # padding
+
+
+SEQ_ROWS = [[0.1, -0.3, 0.5], [-0.2, -0.05], [0.02], []]
+SEQ_ADV = [1.0, -1.0, 0.5, 3.0]
+
+
+@pytest.mark.parametrize("p", [0.0, 1.0, -1.0, 2.0, -0.5])
+@pytest.mark.parametrize("agg", AGG_MODES)
+def test_sequence_level_closed_form(p, agg):
+    l, mask = t64(SEQ_ROWS, pad=-math.inf)
+    old = torch.zeros_like(l)
+    logp = l.clone().requires_grad_()
+    loss, m = policy_loss(logp, old, torch.tensor(SEQ_ADV, dtype=F64), mask, level="sequence", p=p, eps_low=0.1, agg=agg)
+    s = [power_mean_by_hand(r, p) if r else None for r in SEQ_ROWS]
+    seq_losses = [ppo_term(si, a, 0.9, 1.1) if si is not None else None for si, a in zip(s, SEQ_ADV)]
+    # A sequence loss counts once per token of its sequence (verl's broadcast); the empty row is left out.
+    by_hand = [[L] * len(r) for L, r in zip(seq_losses, SEQ_ROWS)]
+    assert loss.item() == pytest.approx(agg_by_hand(by_hand, agg, 3), rel=1e-12)
+    assert m["seq_ratio_max"] == pytest.approx(max(x for x in s if x is not None), rel=1e-12)
+    assert m["seq_ratio_min"] == pytest.approx(min(x for x in s if x is not None), rel=1e-12)
+    high = sum(1 for si, a in zip(s, SEQ_ADV) if si is not None and a > 0 and si > 1.1)
+    low = sum(1 for si, a in zip(s, SEQ_ADV) if si is not None and a < 0 and si < 0.9)
+    assert m["clip_frac_high"] == pytest.approx(high / 3)
+    assert m["clip_frac_low"] == pytest.approx(low / 3)
+    assert m["p"] == p and m["n_seqs"] == 3 and m["n_tokens"] == 6
+    loss.backward()
+    assert torch.isfinite(logp.grad).all()
+    assert (logp.grad[~mask] == 0).all()
+
+
+def test_sequence_clip_status_depends_on_p():
+    # Row 0 of SEQ_ROWS (A > 0): G = e^0.1 = 1.105 and A = 1.165 exceed 1.1, H = 1.048 does not.
+    s = {p: power_mean_by_hand(SEQ_ROWS[0], p) for p in (1.0, 0.0, -1.0)}
+    assert s[1.0] > 1.1 and s[0.0] > 1.1 and s[-1.0] < 1.1
+    l, mask = t64(SEQ_ROWS[:1])
+    for p, clipped in ((1.0, True), (0.0, True), (-1.0, False)):
+        logp = l.clone().requires_grad_()
+        loss, m = policy_loss(logp, torch.zeros_like(l), torch.ones(1, dtype=F64), mask, p=p, eps_low=0.1)
+        loss.backward()
+        assert m["clip_frac_high"] == float(clipped)
+        assert bool((logp.grad == 0).all()) == clipped
+
+
+@pytest.mark.parametrize("p", [0.0, 1.0, -1.0])
+@pytest.mark.parametrize("agg", AGG_MODES)
+def test_sequence_token_closed_form_per_token_advantages(p, agg):
+    rows = [[0.1, -0.3, 0.5], [-0.2, -0.05]]
+    adv_rows = [[1.0, -1.0, 0.5], [-1.0, 2.0]]
+    l, mask = t64(rows)
+    adv, _ = t64(adv_rows, pad=0.0)
+    loss, _ = policy_loss(l, torch.zeros_like(l), adv, mask, level="sequence-token", p=p, eps_low=0.1, agg=agg)
+    # Every token carries the value s_i of its sequence, clipped on the side of its own advantage.
+    by_hand = [[ppo_term(power_mean_by_hand(r, p), a, 0.9, 1.1) for a in ar] for r, ar in zip(rows, adv_rows)]
+    assert loss.item() == pytest.approx(agg_by_hand(by_hand, agg, 3), rel=1e-12)
+
+
+@pytest.mark.parametrize("p", [0.0, 1.0, -1.0, 3.0])
+@pytest.mark.parametrize("agg", AGG_MODES)
+def test_gmpo_closed_form(p, agg):
+    rows = [[0.1, -0.3, 0.5], [-0.4, 0.05]]
+    adv = [2.0, -1.0]
+    l, mask = t64(rows)
+    logp = l.clone().requires_grad_()
+    loss, m = policy_loss(logp, torch.zeros_like(l), torch.tensor(adv, dtype=F64), mask, level="gmpo", p=p,
+                          eps_low=0.2, agg=agg)
+    lo, hi = math.log(0.8), math.log(1.2)
+    # Tokens are clipped in log space on the side of the advantage, before the mean.
+    clipped = [[min(x, hi) for x in rows[0]], [max(x, lo) for x in rows[1]]]
+    seq_losses = [-a * power_mean_by_hand(c, p) for c, a in zip(clipped, adv)]
+    by_hand = agg_by_hand([[L] * len(r) for L, r in zip(seq_losses, rows)], agg, 3)
+    assert loss.item() == pytest.approx(by_hand, rel=1e-12)
+    assert m["clip_frac_high"] == pytest.approx(1 / 5) and m["clip_frac_low"] == pytest.approx(1 / 5)
+    loss.backward()
+    assert logp.grad[0, 2].item() == 0.0 and logp.grad[1, 0].item() == 0.0  # the clipped tokens
+    assert (logp.grad[0, :2] != 0).all() and logp.grad[1, 1].item() != 0 and logp.grad[1, 2].item() == 0
+
+
+def test_gmpo_matches_verl_geo_mean():
+    """verl's ``geo_mean`` loss (GMPO): sign-aware clamp of log-ratios to [-eps, eps], mean, exp."""
+    g = torch.Generator().manual_seed(3)
+    B, T = 8, 12
+    old = -torch.rand(B, T, generator=g, dtype=F64) * 3
+    logp = (old + 0.5 * torch.randn(B, T, generator=g, dtype=F64)).requires_grad_()
+    mask = torch.rand(B, T, generator=g) < 0.7
+    mask[:, 0] = True
+    adv1 = torch.randn(B, generator=g, dtype=F64)
+    adv = adv1.unsqueeze(-1).expand(B, T)
+    # verl core_algos.compute_policy_loss_geo_mean, transcribed:
+    maskf = mask.to(F64)
+    nak = logp - old
+    sgn = torch.sign(adv)
+    nak_clamp = torch.clamp(nak, -0.4, 0.4)
+    nak_min = sgn * torch.min(sgn * nak, sgn * nak_clamp)
+    ratio = torch.exp((nak_min * maskf).sum(-1) / (maskf.sum(-1) + 1e-8))
+    adv_seq = (adv * maskf).sum(-1) / (maskf.sum(-1) + 1e-8)
+    ref = torch.mean(-adv_seq * ratio)
+    (g_ref,) = torch.autograd.grad(ref, logp)
+    ours, _ = policy_loss(logp, old, adv1, mask, level="gmpo", log_clip_low=-0.4, log_clip_high=0.4, max_log_ratio=None)
+    (g_ours,) = torch.autograd.grad(ours, logp)
+    # verl's +1e-8 in the denominators perturbs at relative 1e-8 / n.
+    torch.testing.assert_close(ours, ref, rtol=1e-8, atol=0)
+    torch.testing.assert_close(g_ours, g_ref, rtol=1e-8, atol=1e-15)
+
+
+# --------------------------------------------------------------------------- gradient identities
+
+
+def random_batch(seed: int, B: int = 6, T: int = 10, scale: float = 0.3, dtype=F64, min_len: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    old = -torch.rand(B, T, generator=g, dtype=dtype) * 4
+    logp = old + scale * torch.randn(B, T, generator=g, dtype=dtype)
+    lens = torch.randint(min_len, T + 1, (B,), generator=g)
+    mask = torch.arange(T)[None, :] < lens[:, None]
+    adv = torch.randn(B, generator=g, dtype=dtype)
+    logp = torch.where(mask, logp, torch.full_like(logp, NAN))  # padding holds garbage
+    return logp, old, adv, mask
+
+
+@pytest.mark.parametrize("p", [-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 3.0])
+def test_unclipped_sequence_gradient_is_softmax_weighted(p):
+    logp, old, adv, mask = random_batch(1)
+    B = logp.shape[0]
+    lp = logp.clone().requires_grad_()
+    loss, _ = policy_loss(lp, old, adv, mask, p=p, eps_low=1.0, eps_high=math.inf)  # window [0, inf): nothing clipped
+    loss.backward()
+    for i in range(B):
+        li = (logp[i] - old[i])[mask[i]]
+        pi = torch.softmax(p * li, dim=0)  # d log M_p / d l_t
+        s = power_mean_by_hand(li.tolist(), p)
+        expected = -adv[i] * s * pi / B
+        torch.testing.assert_close(lp.grad[i][mask[i]], expected, rtol=1e-10, atol=1e-15)
+        assert (lp.grad[i][~mask[i]] == 0).all()
+
+
+@pytest.mark.parametrize("p", [-1.0, 0.0, 1.0])
+def test_clipped_sequences_have_zero_gradient(p):
+    logp, old, adv, mask = random_batch(2, scale=0.5)
+    lp = logp.clone().requires_grad_()
+    loss, m = policy_loss(lp, old, adv, mask, p=p, eps_low=1e-6)
+    loss.backward()
+    l = torch.where(mask, logp - old, 0.0)
+    for i in range(logp.shape[0]):
+        s = power_mean_by_hand(l[i][mask[i]].tolist(), p)
+        clipped = (adv[i] > 0 and s > 1 + 1e-6) or (adv[i] < 0 and s < 1 - 1e-6)
+        assert bool((lp.grad[i] == 0).all()) == clipped
+    assert m["clip_frac"] > 0
+
+
+def test_dual_clip_caps_negative_advantage_loss_with_zero_gradient():
+    l, mask = t64([[1.0, 1.5], [0.9, 1.2]])
+    adv = torch.tensor([-2.0, -1.0], dtype=F64)
+    lp = l.clone().requires_grad_()
+    loss, m = policy_loss(lp, torch.zeros_like(l), adv, mask, p=-1.0, clip_c=3.0)
+    s = [power_mean_by_hand([1.0, 1.5], -1.0), power_mean_by_hand([0.9, 1.2], -1.0)]
+    assert s[0] > 3.0 > s[1]  # row 0 is dual-clipped, row 1 is not
+    assert loss.item() == pytest.approx((2.0 * 3.0 + 1.0 * s[1]) / 2, rel=1e-12)
+    assert m["clip_frac_dual"] == pytest.approx(0.5)
+    loss.backward()
+    assert (lp.grad[0] == 0).all() and (lp.grad[1] != 0).all()
+
+
+@pytest.mark.parametrize("p", [-1.0, 0.0, 0.5, 1.0])
+def test_sequence_token_gradient_equals_sequence_for_constant_advantage(p):
+    logp, old, adv, mask = random_batch(3)
+    gs = []
+    for level, a in (("sequence", adv), ("sequence-token", adv.unsqueeze(-1).expand_as(logp))):
+        lp = logp.clone().requires_grad_()
+        loss, _ = policy_loss(lp, old, a, mask, level=level, p=p, eps_low=0.05)
+        loss.backward()
+        gs.append((loss.detach(), lp.grad))
+    torch.testing.assert_close(gs[0][0], gs[1][0], rtol=1e-12, atol=0)
+    torch.testing.assert_close(gs[0][1], gs[1][1], rtol=1e-10, atol=1e-16)
+
+
+def test_sequence_token_per_token_advantage_weights_are_softmax():
+    logp, old, _, mask = random_batch(4)
+    g = torch.Generator().manual_seed(40)
+    adv = torch.randn(logp.shape, generator=g, dtype=F64)
+    p, B = -1.0, logp.shape[0]
+    lp = logp.clone().requires_grad_()
+    loss, _ = policy_loss(lp, old, adv, mask, level="sequence-token", p=p, eps_low=1.0, eps_high=math.inf)
+    loss.backward()
+    for i in range(B):
+        li = (logp[i] - old[i])[mask[i]]
+        s = power_mean_by_hand(li.tolist(), p)
+        # (1/B)(1/n) sum_t -A_t s n pi_t dl_t  ->  -A_t s pi_t / B
+        expected = -adv[i][mask[i]] * s * torch.softmax(p * li, 0) / B
+        torch.testing.assert_close(lp.grad[i][mask[i]], expected, rtol=1e-10, atol=1e-15)
+
+
+# --------------------------------------------------------------------------- equivalences
+
+
+@pytest.mark.parametrize("level", ["sequence", "sequence-token", "gmpo"])
+def test_on_policy_every_p_gives_the_grpo_gradient(level):
+    _, old, adv, mask = random_batch(5)
+    B = old.shape[0]
+    n = mask.sum(-1, keepdim=True).to(F64)
+    # Token-level GRPO with per-sequence token mean, on-policy: d/dlogp_t = -A / (B n).
+    expected = torch.where(mask, -adv.unsqueeze(-1) / (B * n), 0.0)
+    lp = old.clone().requires_grad_()
+    loss, _ = policy_loss(lp, old, adv, mask, level="token")
+    loss.backward()
+    torch.testing.assert_close(lp.grad, expected, rtol=1e-12, atol=0)
+    for p in (-3.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0):
+        lp = old.clone().requires_grad_()
+        loss, _ = policy_loss(lp, old, adv, mask, level=level, p=p)
+        loss.backward()
+        torch.testing.assert_close(lp.grad, expected, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("level", ["sequence", "sequence-token", "gmpo"])
+def test_one_token_sequences_identical_for_every_p(level):
+    g = torch.Generator().manual_seed(6)
+    B = 8
+    old = -torch.rand(B, 1, generator=g, dtype=torch.float32) * 3
+    logp = old + 0.3 * torch.randn(B, 1, generator=g, dtype=torch.float32)
+    adv = torch.randn(B, generator=g)
+    mask = torch.ones(B, 1, dtype=torch.bool)
+    results = []
+    for p in (-math.inf, -3.3, -1.0, 0.0, 0.7, 1.0, 2.0, math.inf):
+        lp = logp.clone().requires_grad_()
+        loss, _ = policy_loss(lp, old, adv, mask, level=level, p=p)
+        loss.backward()
+        results.append((loss.detach(), lp.grad))
+    for loss, grad in results[1:]:
+        assert torch.equal(loss, results[0][0])
+        assert torch.equal(grad, results[0][1])
+
+
+def trl_grpo_loss(per_token_logps, old_per_token_logps, advantages, completion_mask, eps_low, eps_high, level):
+    """TRL GRPOTrainer._compute_loss with loss_type="grpo", beta=0, transcribed from its definition.
+
+    importance_sampling_level "token": log w = log_ratio; "sequence": the masked mean of
+    log_ratio per sequence, shape (B, 1). coef_1 = exp(log w), coef_2 = clamp(coef_1, 1-eps_low,
+    1+eps_high); per-token loss -min(coef_1 A, coef_2 A); loss = mean over sequences of the
+    masked per-token mean (mask sum clamped at 1).
+    """
+    mask = completion_mask.to(per_token_logps.dtype)
+    log_ratio = per_token_logps - old_per_token_logps
+    if level == "token":
+        log_w = log_ratio
+    else:
+        log_w = ((log_ratio * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).unsqueeze(-1)
+    coef_1 = torch.exp(log_w)
+    coef_2 = torch.clamp(coef_1, 1 - eps_low, 1 + eps_high)
+    per_token_loss = -torch.min(coef_1 * advantages.unsqueeze(1), coef_2 * advantages.unsqueeze(1))
+    return ((per_token_loss * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
+
+
+def verl_gspo_loss(old_log_prob, log_prob, advantages, response_mask, clip_low, clip_high):
+    """verl core_algos.compute_policy_loss_gspo, transcribed: GSPO-token with seq-mean-token-mean.
+
+    log s_it = sg[mean_t log_ratio] + log_prob - sg[log_prob], clamped at max 10; loss
+    max(-A s, -A clip(s)) per token; mean over sequences of the per-sequence token mean.
+    """
+    mask = response_mask.to(log_prob.dtype)
+    nak = log_prob - old_log_prob
+    seq_len = mask.sum(-1).clamp(min=1)
+    nak_seq = (nak * mask).sum(-1) / seq_len
+    log_sit = log_prob - log_prob.detach() + nak_seq.detach().unsqueeze(-1)
+    log_sit = torch.clamp(log_sit, max=10.0)
+    s = torch.exp(log_sit)
+    l1 = -advantages * s
+    l2 = -advantages * torch.clamp(s, 1 - clip_low, 1 + clip_high)
+    losses = torch.maximum(l1, l2)
+    seq_losses = (losses * mask).sum(-1) / mask.sum(-1)
+    return seq_losses.mean()
+
+
+def gspo_batch(seed: int, B: int = 16, T: int = 24):
+    g = torch.Generator().manual_seed(seed)
+    old = -torch.rand(B, T, generator=g, dtype=F64) * 5
+    # Per-sequence drift of +-1e-3 around on-policy so that the 3e-4 / 4e-4 window clips on both sides.
+    drift = (torch.rand(B, 1, generator=g, dtype=F64) - 0.5) * 2e-3
+    logp = old + drift + 2e-3 * torch.randn(B, T, generator=g, dtype=F64)
+    lens = torch.randint(1, T + 1, (B,), generator=g)
+    mask = torch.arange(T)[None] < lens[:, None]
+    adv = torch.randn(B, generator=g, dtype=F64)
+    return logp, old, adv, mask
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_matches_trl_and_verl_gspo(seed):
+    logp, old, adv, mask = gspo_batch(seed)
+    lp = logp.clone().requires_grad_()
+    trl = trl_grpo_loss(lp, old, adv, mask, 3e-4, 4e-4, "sequence")
+    (g_trl,) = torch.autograd.grad(trl, lp)
+    verl = verl_gspo_loss(old, lp, adv.unsqueeze(-1).expand_as(lp), mask, 3e-4, 4e-4)
+    (g_verl,) = torch.autograd.grad(verl, lp)
+    seen_clip = 0.0
+    for level, a in (("sequence", adv), ("sequence-token", adv.unsqueeze(-1).expand_as(lp))):
+        ours, m = policy_loss(lp, old, a, mask, level=level, p=0.0, eps_low=3e-4, eps_high=4e-4)
+        (g_ours,) = torch.autograd.grad(ours, lp)
+        for ref, g_ref in ((trl, g_trl), (verl, g_verl)):
+            torch.testing.assert_close(ours, ref, rtol=1e-12, atol=0)
+            torch.testing.assert_close(g_ours, g_ref, rtol=1e-10, atol=1e-16)
+        seen_clip += m["clip_frac_low"] * m["clip_frac_high"]
+    assert seen_clip > 0  # the batch exercised both clip sides
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_token_level_matches_trl_grpo_and_verl_dual_clip(seed):
+    logp, old, adv, mask = gspo_batch(seed, T=16)
+    logp = old + 0.3 * torch.randn(logp.shape, generator=torch.Generator().manual_seed(seed), dtype=F64)
+    lp = logp.clone().requires_grad_()
+    trl = trl_grpo_loss(lp, old, adv, mask, 0.2, 0.28, "token")
+    ours, _ = policy_loss(lp, old, adv, mask, level="token", eps_low=0.2, eps_high=0.28)
+    torch.testing.assert_close(ours, trl, rtol=1e-12, atol=0)
+    torch.testing.assert_close(torch.autograd.grad(ours, lp)[0], torch.autograd.grad(trl, lp)[0], rtol=1e-10, atol=1e-16)
+    # verl compute_policy_loss (vanilla PPO with dual clip c = 3), token-mean aggregation.
+    a = adv.unsqueeze(-1).expand_as(lp)
+    ratio = torch.exp(lp - old)
+    l1 = -a * ratio
+    l2 = -a * torch.clamp(ratio, 0.8, 1.2)
+    clip1 = torch.maximum(l1, l2)
+    clip2 = torch.min(-a * 3.0, clip1)
+    per_tok = torch.where(a < 0, clip2, clip1)
+    maskf = mask.to(F64)
+    verl = (per_tok * maskf).sum() / maskf.sum()
+    ours, _ = policy_loss(lp, old, adv, mask, level="token", clip_c=3.0, agg="token-mean")
+    torch.testing.assert_close(ours, verl, rtol=1e-12, atol=0)
+    torch.testing.assert_close(torch.autograd.grad(ours, lp)[0], torch.autograd.grad(verl, lp)[0], rtol=1e-10, atol=1e-16)
+
+
+# --------------------------------------------------------------------------- properties
+
+rows_strategy = st.lists(
+    st.lists(st.floats(-3.0, 3.0, allow_nan=False), min_size=1, max_size=7), min_size=1, max_size=5
+)
+
+
+@given(rows=rows_strategy, ps=st.lists(st.floats(-6.0, 6.0, allow_nan=False), min_size=2, max_size=2))
+def test_sequence_ratio_ordered_in_p(rows, ps):
+    from rl.losses import sequence_log_ratio
+
+    l, mask = t64(rows)
+    p1, p2 = sorted(ps)
+    s1, *_ = sequence_log_ratio(l, mask, p1)
+    s2, *_ = sequence_log_ratio(l, mask, p2)
+    assert (s1 <= s2 + 1e-12 * (1 + s2.abs())).all()
+
+
+@given(
+    rows=rows_strategy,
+    pad=st.integers(1, 4),
+    garbage=st.sampled_from([NAN, -math.inf, math.inf, 1e30]),
+    level=st.sampled_from(["token", "sequence", "sequence-token", "gmpo"]),
+    p=st.sampled_from([0.0, 1.0, -1.0, 2.5]),
+    agg=st.sampled_from(["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"]),
+)
+def test_masking_equals_dropping(rows, pad, garbage, level, p, agg):
+    if level == "token":
+        p = 0.0
+    l, mask = t64(rows, pad=garbage)
+    B, T = l.shape
+    adv = torch.linspace(-1.0, 1.0, B, dtype=F64)
+    old = torch.zeros_like(l)
+
+    def run(lx, mx, ax, ox):
+        lp = lx.clone().requires_grad_()
+        loss, _ = policy_loss(lp, ox, ax, mx, level=level, p=p, eps_low=0.1, agg=agg)
+        loss.backward()
+        return loss.detach(), lp.grad
+
+    base_loss, base_grad = run(l, mask, adv, old)
+    # Extra padded columns full of garbage, and an extra sequence with no tokens at all.
+    l2 = torch.cat([torch.cat([l, torch.full((B, pad), garbage, dtype=F64)], 1), torch.full((1, T + pad), garbage, dtype=F64)])
+    m2 = torch.zeros(B + 1, T + pad, dtype=torch.bool)
+    m2[:B, :T] = mask
+    o2 = torch.cat([torch.cat([old, torch.full((B, pad), garbage, dtype=F64)], 1), torch.full((1, T + pad), garbage, dtype=F64)])
+    a2 = torch.cat([adv, torch.tensor([5.0], dtype=F64)])
+    loss2, grad2 = run(l2, m2, a2, o2)
+    torch.testing.assert_close(loss2, base_loss, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(grad2[:B, :T], base_grad, rtol=1e-12, atol=1e-15)
+    assert (grad2[~m2] == 0).all()
+
+
+@given(
+    rows=rows_strategy,
+    perm_seed=st.integers(0, 1000),
+    level=st.sampled_from(["token", "sequence", "sequence-token", "gmpo"]),
+    p=st.sampled_from([0.0, 1.0, -1.0]),
+    agg=st.sampled_from(AGG_MODES),
+)
+def test_batch_permutation_invariance(rows, perm_seed, level, p, agg):
+    if level == "token":
+        p = 0.0
+    l, mask = t64(rows)
+    B = l.shape[0]
+    adv = torch.linspace(-1.0, 1.5, B, dtype=F64)
+    perm = torch.randperm(B, generator=torch.Generator().manual_seed(perm_seed))
+    out = []
+    for idx in (torch.arange(B), perm):
+        lp = l[idx].clone().requires_grad_()
+        loss, _ = policy_loss(lp, torch.zeros_like(lp), adv[idx], mask[idx], level=level, p=p, eps_low=0.1, agg=agg)
+        loss.backward()
+        out.append((loss.detach(), lp.grad))
+    torch.testing.assert_close(out[1][0], out[0][0], rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(out[1][1], out[0][1][perm], rtol=1e-12, atol=1e-15)
+
+
+# --------------------------------------------------------------------------- numerics
+
+
+@pytest.mark.parametrize("level", ["token", "sequence", "sequence-token", "gmpo"])
+@pytest.mark.parametrize("p", [-1.0, 0.0, 1.0])
+def test_far_off_policy_is_finite(level, p):
+    if level == "token" and p != 0:
+        return
+    l, mask = t64([[1e4, -1e4, 3.0], [80.0, 90.0], [-500.0], [200.0, 1e6]], pad=NAN)
+    l = l.float()
+    adv = torch.tensor([1.0, -1.0, -2.0, -0.5])
+    lp = l.clone().requires_grad_()
+    loss, m = policy_loss(lp, torch.zeros_like(l), adv, mask, level=level, p=p)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(lp.grad).all()
+    assert all(math.isfinite(v) for v in m.values())
+    if level in ("sequence", "gmpo"):
+        assert m["clip_frac_cap"] > 0  # the A < 0 sequences far above 1 hit the safety cap
+
+
+def test_safety_cap_and_its_gradient():
+    l, mask = t64([[30.0, 30.0]])
+    lp = l.clone().requires_grad_()
+    loss, m = policy_loss(lp, torch.zeros_like(l), torch.tensor([-1.0], dtype=F64), mask, max_log_ratio=20.0)
+    assert loss.item() == pytest.approx(math.exp(20.0), rel=1e-12)
+    loss.backward()
+    assert (lp.grad == 0).all() and m["clip_frac_cap"] == 1.0
+    loss, _ = policy_loss(l, torch.zeros_like(l), torch.tensor([-1.0], dtype=F64), mask, max_log_ratio=None)
+    assert loss.item() == pytest.approx(math.exp(30.0), rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("level", ["token", "sequence", "gmpo"])
+def test_low_precision_inputs_computed_in_float32(dtype, level):
+    logp, old, adv, mask = random_batch(7, dtype=torch.float32)
+    logp = torch.where(mask, logp, 0.0).to(dtype)
+    old = old.to(dtype)
+    p = 0.0 if level == "token" else -1.0
+    lp = logp.clone().requires_grad_()
+    loss, _ = policy_loss(lp, old, adv.to(dtype), mask, level=level, p=p)
+    loss.backward()
+    assert loss.dtype == torch.float32 and lp.grad.dtype == dtype
+    ref, _ = policy_loss(logp.float(), old.float(), adv.to(dtype).float(), mask, level=level, p=p)
+    assert loss.item() == ref.item()
+
+
+def test_empty_batch_gives_zero_loss_not_nan():
+    l = torch.full((3, 4), NAN)
+    mask = torch.zeros(3, 4, dtype=torch.bool)
+    for level in ("token", "sequence", "sequence-token", "gmpo"):
+        for agg in AGG_MODES:
+            lp = l.clone().requires_grad_()
+            loss, m = policy_loss(lp, l, torch.full((3,), NAN), mask, level=level, agg=agg)
+            loss.backward()
+            assert loss.item() == 0.0 and (lp.grad == 0).all()
+            assert m["n_seqs"] == 0
+
+
+def test_check_false_gives_the_same_loss_and_never_syncs(monkeypatch):
+    logp, old, adv, mask = random_batch(8, dtype=torch.float32)
+    for level, p in (("token", 0.0), ("sequence", 0.0), ("sequence", -1.0), ("sequence-token", 1.0), ("gmpo", -1.0)):
+        ref, _ = policy_loss(logp, old, adv, mask, level=level, p=p, clip_c=3.0)
+
+        def no_sync(*_a, **_k):
+            raise AssertionError("device sync in the check=False, metrics=False path")
+
+        with monkeypatch.context() as mp:
+            for name in ("item", "tolist", "__bool__", "__float__", "__int__", "nonzero"):
+                mp.setattr(torch.Tensor, name, no_sync)
+            loss, metrics = policy_loss(logp, old, adv, mask, level=level, p=p, clip_c=3.0, check=False, metrics=False)
+        assert metrics == {}
+        assert torch.equal(loss, ref)
+
+
+# --------------------------------------------------------------------------- KL, entropy, metrics
+
+
+def test_kl_estimators_closed_form():
+    lp = torch.tensor([[-1.0, -2.0]], dtype=F64)
+    ref = torch.tensor([[-1.5, -1.0]], dtype=F64)
+    d = [-0.5, 1.0]  # ref - logp
+    for est, f in (("k1", lambda x: -x), ("k2", lambda x: x * x / 2), ("k3", lambda x: math.exp(x) - 1 - x)):
+        got = kl_estimate(lp, ref, est)
+        assert got.tolist()[0] == pytest.approx([f(x) for x in d], rel=1e-12)
+    assert kl_estimate(torch.tensor([0.0]), torch.tensor([50.0]), "k3", max_log_ratio=20.0).item() == pytest.approx(
+        math.exp(20) - 21, rel=1e-6
+    )
+
+
+@pytest.mark.parametrize("agg", AGG_MODES)
+def test_kl_penalty_and_entropy_bonus_are_aggregated(agg):
+    logp, old, adv, mask = random_batch(9)
+    ref = old + 0.1
+    ent = torch.rand(logp.shape, generator=torch.Generator().manual_seed(90), dtype=F64)
+    base, _ = policy_loss(logp, old, adv, mask, agg=agg)
+    loss, m = policy_loss(logp, old, adv, mask, agg=agg, ref_logp=ref, kl_coef=0.05, kl_estimator="k3",
+                          entropy=ent, entropy_coef=0.01)
+    kl = torch.expm1(ref - logp) - (ref - logp)
+    rows_kl = [kl[i][mask[i]].tolist() for i in range(len(mask))]
+    rows_ent = [ent[i][mask[i]].tolist() for i in range(len(mask))]
+    T = logp.shape[1]
+    expected = base.item() + 0.05 * agg_by_hand(rows_kl, agg, T) - 0.01 * agg_by_hand(rows_ent, agg, T)
+    assert loss.item() == pytest.approx(expected, rel=1e-12)
+    assert m["kl_ref"] == pytest.approx(agg_by_hand(rows_kl, "token-mean", T), rel=1e-12)
+    assert m["entropy"] == pytest.approx(agg_by_hand(rows_ent, "token-mean", T), rel=1e-12)
+
+
+def test_metrics_ess_and_kl_to_old():
+    l, mask = t64([[0.0, math.log(3.0)], [0.2]])
+    m_p0 = policy_loss(l, torch.zeros_like(l), torch.ones(2, dtype=F64), mask, p=0.0)[1]
+    assert m_p0["token_weight_ess"] == pytest.approx(1.0)  # geometric mean: uniform weights
+    m_p1 = policy_loss(l, torch.zeros_like(l), torch.ones(2, dtype=F64), mask, p=1.0)[1]
+    # p = 1, row 0: weights (1/4, 3/4) -> 1 / (2 (1/16 + 9/16)) = 0.8; row 1: 1.
+    assert m_p1["token_weight_ess"] == pytest.approx((0.8 + 1.0) / 2)
+    k3 = [math.exp(x) - 1 - x for x in (0.0, math.log(3.0), 0.2)]
+    assert m_p1["approx_kl_old"] == pytest.approx(sum(k3) / 3)
+    assert m_p1["approx_kl_old_k1"] == pytest.approx(-(math.log(3.0) + 0.2) / 3)
+
+
+def test_aggregate_public_function_matches_hand_modes():
+    rows = [[1.0, 2.0, 3.0], [4.0], []]
+    x, mask = t64(rows)
+    for agg in AGG_MODES:
+        assert aggregate(x, mask, agg).item() == pytest.approx(agg_by_hand(rows, agg, 3), rel=1e-12)
+    assert aggregate(x, mask, "seq-mean-token-sum-norm", loss_scale_factor=10).item() == pytest.approx(1.0)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _args():
+    logp, old, adv, mask = random_batch(10)
+    return logp, old, adv, mask
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"level": "tokens"}, "level"),
+        ({"agg": "mean"}, "agg"),
+        ({"mean": "median"}, "mean"),
+        ({"p": NAN}, "p: NaN"),
+        ({"p": True}, "bool"),
+        ({"eps_low": 1.5}, "eps_low"),
+        ({"eps_low": -0.1}, "eps_low"),
+        ({"eps_high": -0.1}, "eps_high"),
+        ({"clip_c": 1.0}, "clip_c"),
+        ({"kl_coef": 0.1}, "ref_logp"),
+        ({"entropy_coef": 0.1}, "entropy"),
+        ({"kl_estimator": "k4", "ref_logp": None}, "kl_estimator"),
+        ({"clip_centre": "plain"}, "unknown option"),
+        ({"clip_center": "middle"}, "clip_center"),
+        ({"level": "token", "p": -1.0}, "level='token'"),
+        ({"level": "token", "clip_center": "bias-corrected"}, "bias-corrected"),
+        ({"chunk_size": 4}, "chunk_size"),
+        ({"mean": "rmi", "p": 1.0}, "rmi"),
+        ({"log_clip_low": 0.1}, "log_clip_low"),
+        ({"max_log_ratio": 0.0}, "max_log_ratio"),
+    ],
+)
+def test_bad_options_raise(kwargs, match):
+    logp, old, adv, mask = _args()
+    with pytest.raises(ValueError, match=match):
+        policy_loss(logp, old, adv, mask, **kwargs)
+
+
+def test_bad_tensors_raise():
+    logp, old, adv, mask = _args()
+    B, T = logp.shape
+    with pytest.raises(ValueError, match="old_logp: shape"):
+        policy_loss(logp, old[:, :-1], adv, mask)
+    with pytest.raises(ValueError, match="mask: expected a bool"):
+        policy_loss(logp, old, adv, mask.float())
+    with pytest.raises(ValueError, match="mask: shape"):
+        policy_loss(logp, old, adv, mask[:-1])
+    with pytest.raises(ValueError, match="advantages: expected shape"):
+        policy_loss(logp, old, adv[:-1], mask)
+    with pytest.raises(ValueError, match=r"logp: expected a \[B, T\]"):
+        policy_loss(logp[0], old[0], adv, mask[0])
+    with pytest.raises(ValueError, match="logp: expected a torch.Tensor"):
+        policy_loss(logp.tolist(), old, adv, mask)
+    with pytest.raises(ValueError, match="p: NaN"):
+        policy_loss(logp, old, adv, mask, p=torch.full((B,), NAN, dtype=F64))
+    with pytest.raises(ValueError, match="p: expected a 0-d tensor"):
+        policy_loss(logp, old, adv, mask, p=torch.zeros(B + 1))
+    bad = logp.clone()
+    bad[0, 0] = NAN
+    with pytest.raises(ValueError, match=r"logp: NaN or inf on an unmasked token \(first at index \(0, 0\)\)"):
+        policy_loss(bad, old, adv, mask)
+    varying = torch.randn(B, T, dtype=F64)
+    with pytest.raises(ValueError, match="varies within a sequence"):
+        policy_loss(logp, old, varying, mask, level="sequence")
+    policy_loss(logp, old, varying, mask, level="sequence-token")  # per-token advantages are fine there
+
+
+def test_zero_advantage_far_off_policy_stays_finite_without_cap():
+    l, mask = t64([[200.0, 300.0], [0.1, 0.2]])
+    l = l.float()
+    adv = torch.tensor([0.0, 1.0])
+    for level in ("token", "sequence", "sequence-token", "gmpo"):
+        lp = l.clone().requires_grad_()
+        loss, _ = policy_loss(lp, torch.zeros_like(l), adv, mask, level=level, max_log_ratio=None)
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(lp.grad).all()
+        assert (lp.grad[0] == 0).all()
+
+
+def test_sequence_token_clip_metrics_per_sequence_or_per_token_advantages_agree():
+    l, mask = t64([[0.5, 0.4, 0.3], [-0.5, -0.4], [0.01]])
+    adv = torch.tensor([1.0, -1.0, 1.0], dtype=F64)
+    _, m1 = policy_loss(l, torch.zeros_like(l), adv, mask, level="sequence-token", eps_low=0.1)
+    _, m2 = policy_loss(l, torch.zeros_like(l), adv.unsqueeze(-1).expand_as(l).contiguous(), mask,
+                        level="sequence-token", eps_low=0.1)
+    # Token fractions: 3 of 6 tokens belong to the high-clipped sequence, 2 of 6 to the low-clipped one.
+    for m in (m1, m2):
+        assert m["clip_frac_high"] == pytest.approx(3 / 6) and m["clip_frac_low"] == pytest.approx(2 / 6)
