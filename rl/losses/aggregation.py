@@ -7,7 +7,7 @@ the set :math:`\mathcal S = \{i : n_i > 0\}` of sequences with at least one toke
 ``"token-mean"``               :math:`\sum_{i,t} m_{it} L_{it} / \sum_{i,t} m_{it}`
 ``"seq-mean-token-mean"``      :math:`\frac{1}{|\mathcal S|}\sum_{i\in\mathcal S} \frac{1}{n_i}\sum_t m_{it} L_{it}`
 ``"seq-mean-token-sum"``       :math:`\frac{1}{|\mathcal S|}\sum_{i\in\mathcal S} \sum_t m_{it} L_{it}`
-``"seq-mean-token-sum-norm"``  :math:`\frac{1}{N}\sum_{i,t} m_{it} L_{it}` with ``N = loss_scale_factor``,
+``"seq-mean-token-sum-norm"``  :math:`\frac{1}{|\mathcal S| N}\sum_{i,t} m_{it} L_{it}` with ``N = loss_scale_factor``,
                                by default ``T`` (the padded length), as in verl (Dr. GRPO:
                                Liu et al., *Understanding R1-Zero-Like Training*, arXiv:2503.20783)
 =============================  ==================================================================
@@ -53,11 +53,12 @@ def row_weights(
     if agg == "token-mean":
         inv = 1.0 / n.sum().clamp(min=1.0)
         return n * inv if times_n else inv.expand_as(n)
-    if agg == "seq-mean-token-sum-norm":
-        norm = float(max(T, 1)) if loss_scale_factor is None else float(loss_scale_factor)
-        return n / norm if times_n else torch.full_like(n, 1.0 / norm)
     nonempty = n > 0
     n_seq = nonempty.sum().to(n.dtype).clamp(min=1.0)
+    if agg == "seq-mean-token-sum-norm":
+        # verl's agg_loss: the seq-mean of token sums, then divided by the horizon N.
+        norm = float(max(T, 1)) if loss_scale_factor is None else float(loss_scale_factor)
+        return n / (n_seq * norm) if times_n else (1.0 / (n_seq * norm)).expand_as(n)
     if agg == "seq-mean-token-mean":
         return nonempty.to(n.dtype) / n_seq if times_n else torch.where(nonempty, 1.0 / (n.clamp(min=1.0) * n_seq), 0.0)
     return n / n_seq if times_n else (1.0 / n_seq).expand_as(n)

@@ -41,7 +41,7 @@ def agg_by_hand(token_losses: list[list[float]], agg: str, T: int) -> float:
         return sum(sum(r) / len(r) for r in rows) / len(rows)
     if agg == "seq-mean-token-sum":
         return sum(sum(r) for r in rows) / len(rows)
-    return sum(sum(r) for r in rows) / T
+    return sum(sum(r) for r in rows) / len(rows) / T
 
 
 def power_mean_by_hand(ls: list[float], p: float) -> float:
@@ -86,7 +86,7 @@ def test_token_level_closed_form(agg, clip_c):
         "token-mean": lambda i: 1 / 5,
         "seq-mean-token-mean": lambda i: 1 / (2 * len(TOKEN_ROWS[i])),
         "seq-mean-token-sum": lambda i: 1 / 2,
-        "seq-mean-token-sum-norm": lambda i: 1 / 3,
+        "seq-mean-token-sum-norm": lambda i: 1 / (2 * 3),
     }[agg]
     for i, row in enumerate(TOKEN_ROWS):
         for t, x in enumerate(row):
@@ -619,7 +619,8 @@ def test_aggregate_public_function_matches_hand_modes():
     x, mask = t64(rows)
     for agg in AGG_MODES:
         assert aggregate(x, mask, agg).item() == pytest.approx(agg_by_hand(rows, agg, 3), rel=1e-12)
-    assert aggregate(x, mask, "seq-mean-token-sum-norm", loss_scale_factor=10).item() == pytest.approx(1.0)
+    # verl: (1 + 2 + 3 + 4) over 2 non-empty sequences, divided by the horizon 10.
+    assert aggregate(x, mask, "seq-mean-token-sum-norm", loss_scale_factor=10).item() == pytest.approx(0.5)
 
 
 # --------------------------------------------------------------------------- bad input
