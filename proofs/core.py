@@ -52,9 +52,38 @@ __all__ = [
     "TheoremResult",
     "run_theorem",
     "EPS",
+    "worst",
+    "rel_err",
+    "log_tol",
 ]
 
 EPS = float(np.finfo(np.float64).eps)
+
+
+# ---------------------------------------------------------------------------------------
+# What every ``evaluate`` returns: the (error, tolerance) pair of its worst sub-check.
+
+
+def worst(*checks: tuple[float, float]) -> tuple[float, float]:
+    """The ``(error, tolerance)`` pair with the largest error/tolerance ratio (the first on ties);
+    a non-finite error wins outright, so a NaN or overflow can never hide behind a finite pair."""
+    best = (0.0, 1.0)
+    for e, t in checks:
+        if not math.isfinite(e):
+            return (math.inf, t)
+        if e / t > best[0] / best[1]:
+            best = (e, t)
+    return best
+
+
+def rel_err(got: Any, ref: Any, scale: Any = None) -> float:
+    """``|got - ref| / scale`` in float64 (``scale`` defaults to ``ref``; mpmath/sympy refs are converted)."""
+    return abs(float(got) - float(ref)) / float(ref if scale is None else scale)
+
+
+def log_tol(u: np.ndarray) -> float:
+    """meantheory's stated float64 accuracy for log M_p of log-values ``u``: 64 eps max(1, max|u|)."""
+    return 64 * EPS * max(1.0, float(np.abs(u).max()))
 
 
 class Status(str, Enum):
@@ -191,6 +220,14 @@ class Drawer:
     def bool(self) -> bool:
         return self.int(0, 1) == 1
 
+    def log_values(self, n_lo: int = 1, n_hi: int = 6, lo: float = -5.0, hi: float = 5.0) -> np.ndarray:
+        """Log-values u: a length drawn in [n_lo, n_hi], then that many floats in [lo, hi]."""
+        return self.floats(self.int(n_lo, n_hi), lo, hi)
+
+    def weights(self, n: int) -> np.ndarray | None:
+        """Unnormalised weights in [0.05, 1] half the time, None (uniform) otherwise."""
+        return self.floats(n, 0.05, 1.0) if self.bool() else None
+
 
 class RngDrawer(Drawer):
     def __init__(self, rng: np.random.Generator) -> None:
@@ -325,7 +362,7 @@ def check_theorem(th: Theorem, deriv: Derivation, drawer: Drawer, impl: Impl = D
     if th.make_case is None or th.evaluate is None:
         return None
     n = th.cases if cases is None else cases
-    max_err, max_ratio, worst = 0.0, 0.0, ""
+    max_err, max_ratio, worst_case = 0.0, 0.0, ""
     for _ in range(n):
         case = th.make_case(drawer)
         try:
@@ -335,10 +372,10 @@ def check_theorem(th: Theorem, deriv: Derivation, drawer: Drawer, impl: Impl = D
         ratio = err / tol if tol > 0 else (0.0 if err == 0 else math.inf)
         if not math.isfinite(ratio):
             ratio = math.inf
-        if ratio > max_ratio or (ratio == max_ratio and not worst):
-            max_ratio, worst = ratio, f"error {err:.3g} vs tolerance {tol:.3g} on {_case_str(case)}"
+        if ratio > max_ratio or (ratio == max_ratio and not worst_case):
+            max_ratio, worst_case = ratio, f"error {err:.3g} vs tolerance {tol:.3g} on {_case_str(case)}"
         max_err = max(max_err, err) if math.isfinite(err) else math.inf
-    return CheckResult(n, max_err, max_ratio, max_ratio <= 1.0, worst)
+    return CheckResult(n, max_err, max_ratio, max_ratio <= 1.0, worst_case)
 
 
 def _case_str(case: Case) -> str:

@@ -31,8 +31,12 @@ __all__ = [
     "mp_eval",
     "dps_for",
     "mp_moments",
+    "mp_floats",
+    "mp_weighted",
     "t64",
+    "weights_t",
     "to_float",
+    "grad_or_none",
 ]
 
 n = sp.Symbol("n", integer=True, positive=True)
@@ -107,18 +111,39 @@ def _mp(a: Any) -> Any:
     return mpmath.mpf(float(a))
 
 
+def mp_floats(fn: Callable[..., Any], args: Sequence[Any], dps: int = 40) -> np.ndarray:
+    """A vector-valued lambdified form evaluated by :func:`mp_eval`, rounded to a float64 array."""
+    return np.array([float(v) for v in mp_eval(fn, args, dps)])
+
+
+def mp_weighted(u: Sequence[float], w: Sequence[float]) -> tuple[list[Any], list[Any]]:
+    """u and w as mpf at the current mpmath precision, w normalised to sum 1 (in that precision)."""
+    us = [mpmath.mpf(float(x)) for x in u]
+    ws = [mpmath.mpf(float(x)) for x in w]
+    tot = mpmath.fsum(ws)
+    return us, [x / tot for x in ws]
+
+
 def mp_moments(u: np.ndarray, w: np.ndarray, kmax: int, dps: int = 40) -> list[Any]:
     """Raw weighted moments m_1..m_kmax of u (weights normalised), in mpmath."""
     with mpmath.workdps(dps):
-        us = [mpmath.mpf(float(x)) for x in u]
-        ws = [mpmath.mpf(float(x)) for x in w]
-        tot = mpmath.fsum(ws)
-        ws = [x / tot for x in ws]
+        us, ws = mp_weighted(u, w)
         return [mpmath.fsum(wi * ui**k for ui, wi in zip(us, ws)) for k in range(1, kmax + 1)]
 
 
 def t64(x: Any, requires_grad: bool = False) -> torch.Tensor:
     return torch.tensor(np.asarray(x, dtype=np.float64), dtype=torch.float64, requires_grad=requires_grad)
+
+
+def weights_t(w: np.ndarray | None) -> torch.Tensor | None:
+    """Optional weights as a float64 tensor (None stays None: uniform weights)."""
+    return None if w is None else t64(w)
+
+
+def grad_or_none(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
+    """dy/dx by autograd, None where y does not depend on x (a check then reports an infinite error)."""
+    (g,) = torch.autograd.grad(y, x, allow_unused=True)
+    return g
 
 
 def to_float(x: Any) -> float:

@@ -62,12 +62,14 @@ def run_all(
     impl: Impl = DEFAULT_IMPL,
     cases_scale: float = 1.0,
     studies: Mapping[str, Any] | None = None,
+    tests: Mapping[str, bool] | None = None,
     progress: Callable[[TheoremResult], None] | None = None,
 ) -> VerifyResults:
     """Derive and check every theorem (or the given ones), then resolve the claims ledger.
 
     ``cases_scale`` multiplies each theorem's number of numeric cases (at least 1 each).
-    ``studies`` maps study names to results, for ledger entries whose evidence is a study.
+    ``studies`` maps study names to results, for ledger entries whose evidence is a study;
+    ``tests`` maps test files to whether they passed, for ledger entries that cite tests.
     """
     ths = list(THEOREMS if theorems is None else theorems)
     t0 = time.perf_counter()
@@ -81,8 +83,8 @@ def run_all(
         results.append(r)
         if progress is not None:
             progress(r)
-    ledger = resolve(results, studies, CLAIMS) if theorems is None else resolve(results, studies, [
-        c for c in CLAIMS if all(t in {th.id for th in ths} for t in c.theorem_ids())])
+    ledger = resolve(results, studies, CLAIMS, tests) if theorems is None else resolve(results, studies, [
+        c for c in CLAIMS if all(t in {th.id for th in ths} for t in c.theorem_ids())], tests)
     env = {"python": platform.python_version(), "sympy": sympy.__version__, "torch": torch.__version__,
            "numpy": np.__version__}
     return VerifyResults(results, ledger, seed, time.perf_counter() - t0, env)

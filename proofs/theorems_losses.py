@@ -8,9 +8,9 @@ HMPO's is ``A s`` with p = -1; PPO clipping replaces ``A s`` by
 ``min(A s, A clip(s, 1 - eps, 1 + eps))``.
 
 These are symbolic statements about the losses of ``rl.losses`` (issue 4). Their numeric
-checks here run against the meantheory functions the losses are built on; checks against
-``rl.losses.policy_loss`` itself live in tests/proofs/test_losses_theorems.py once that
-package exists.
+checks here run against the meantheory functions the losses are built on (proofs does not
+import rl); checks against ``rl.losses.policy_loss`` itself live in
+tests/proofs/test_losses_theorems.py (T9, T10, T13) and tests/rl/test_losses_research.py (T12).
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ import numpy as np
 import sympy as sp
 import torch
 
-from proofs.core import EPS, Case, Derivation, Drawer, Impl, Proof, Status, Theorem
-from proofs.forms import PerN, concrete, dps_for, mp_eval, normalised, p, t64, to_float
+from proofs.core import EPS, Case, Derivation, Drawer, Impl, Proof, Status, Theorem, log_tol, worst
+from proofs.forms import PerN, concrete, dps_for, grad_or_none, mp_eval, mp_floats, normalised, p, t64, to_float
+from proofs.theorems_means import _kl_builder
 
 __all__ = ["THEOREMS", "CLIP_EPS"]
 
@@ -33,14 +34,15 @@ w1, R = sp.symbols("w1 R", positive=True)
 l1, o1 = sp.symbols("l1 o1", real=True)
 
 
-def _worst(*pairs: tuple[float, float]) -> tuple[float, float]:
-    best = (0.0, 1.0)
-    for e, t in pairs:
-        if not math.isfinite(e):
-            return (math.inf, t)
-        if e / t > best[0] / best[1]:
-            best = (e, t)
-    return best
+def _split_ratio() -> sp.Expr:
+    """s = M_p(r) with token 1 split off: exp(log(w_1 e^{p (l_1 - o_1)} + R) / p), R > 0 the other tokens' terms."""
+    return sp.exp(sp.log(w1 * sp.exp(p * (l1 - o1)) + R) / p)
+
+
+def _geometric_ratio_n3() -> tuple[tuple[sp.Symbol, ...], tuple[sp.Symbol, ...], sp.Expr]:
+    """(u, w, s_0): the p = 0 (GSPO) sequence ratio exp(sum w u) of three tokens with weights summing to 1."""
+    u, w = concrete(3)
+    return u, w, sp.exp(sum(wi * ui for ui, wi in zip(u, w)))
 
 
 def _s_builder(nn: int):
@@ -68,11 +70,10 @@ def _draw_seq(d: Drawer, sigma_max: float = 1.0) -> tuple[np.ndarray, np.ndarray
 def derive_seq_gradient() -> Derivation:
     pf = Proof()
     pf.note("split off token 1: S = w_1 e^{p (l_1 - o_1)} + R, R > 0 the other tokens' terms (independent of l_1)")
-    s = sp.exp(sp.log(w1 * sp.exp(p * (l1 - o1)) + R) / p)
+    s = _split_ratio()
     pi1 = w1 * sp.exp(p * (l1 - o1)) / (w1 * sp.exp(p * (l1 - o1)) + R)
     pf.equal(sp.diff(s, l1), s * pi1, "ds/d log pi_1 = s softmax(p log r + log w)_1")
-    u, w = concrete(3)
-    s0 = sp.exp(sum(wi * ui for ui, wi in zip(u, w)))
+    u, w, s0 = _geometric_ratio_n3()
     pf.equal(sp.diff(s0, u[0]), s0 * w[0], "p = 0 (GSPO, geometric): ds/d log pi_1 = s w_1")
     pf.note("chain rule: grad_theta s = s sum_t softmax(p log r + log w)_t grad_theta log pi_t; "
             "p < 0 concentrates the gradient on the tokens with the smallest ratios, p > 0 on the largest")
@@ -91,13 +92,13 @@ def eval_seq_gradient(deriv: Derivation, case: Case, impl: Impl) -> tuple[float,
     uv = (logp - old)[valid]
     T = len(uv)
     w = np.full(T, 1.0 / T)
-    ref = np.array([float(v) for v in mp_eval(deriv.forms["ds"](T), [*uv, *w, pv], dps_for(pv))]) if pv != 0 else None
+    ref = mp_floats(deriv.forms["ds"](T), [*uv, *w, pv], dps_for(pv)) if pv != 0 else None
     if pv == 0:
         ref = np.exp(uv.mean()) * w
     lp = t64(logp, requires_grad=True)
     m = torch.tensor(mask)
     s = torch.exp(impl.log_power_mean(lp - t64(old), pv, mask=m))
-    (g,) = torch.autograd.grad(s, lp, allow_unused=True)
+    g = grad_or_none(s, lp)
     if g is None:
         return math.inf, 1.0
     g = g.numpy()
@@ -107,7 +108,7 @@ def eval_seq_gradient(deriv: Derivation, case: Case, impl: Impl) -> tuple[float,
     checks.append((float(np.abs(g[~valid]).max()) if (~valid).any() else 0.0, 1e-300))  # padding: exactly 0
     sw = to_float(s) * np.asarray(impl.mean_weights(t64(logp) - t64(old), pv, mask=m).detach(), dtype=np.float64)
     checks.append((float(np.abs(sw[valid] - ref).max()) / scale, tol))
-    return _worst(*checks)
+    return worst(*checks)
 
 
 T9 = Theorem(
@@ -119,7 +120,7 @@ T9 = Theorem(
     assumptions=("r_t > 0", "w_t > 0 (1/T for the token mean)", "p real"),
     derive=derive_seq_gradient,
     certifies=("autograd of exp(meantheory.log_power_mean(logp - old_logp, p, mask))", "meantheory.mean_weights",
-               "rl.losses.policy_loss(level='sequence') (tests, once rl.losses exists)"),
+               "rl.losses.policy_loss(level='sequence') (tests/proofs/test_losses_theorems.py)"),
     expected=Status.PROVED,
     make_case=case_seq,
     evaluate=eval_seq_gradient,
@@ -132,12 +133,11 @@ T9 = Theorem(
 
 def derive_on_policy() -> Derivation:
     pf = Proof()
-    s = sp.exp(sp.log(w1 * sp.exp(p * (l1 - o1)) + R) / p)
+    s = _split_ratio()
     g = sp.diff(s, l1)
     on = g.subs(l1, o1).subs(R, 1 - w1)
     pf.equal(on, w1, "at pi = pi_old (every r_t = 1, so R = 1 - w_1): ds/d log pi_1 = w_1 for every p != 0")
-    u, w = concrete(3)
-    s0 = sp.exp(sum(wi * ui for ui, wi in zip(u, w)))
+    u, w, s0 = _geometric_ratio_n3()
     pf.equal(sp.diff(s0, u[0]).subs({ui: 0 for ui in u}), w[0], "p = 0 (GSPO): ds/d log pi_1 = w_1 at r = 1")
     A = sp.Symbol("A", real=True)
     J_tok = A * w1 * sp.exp(l1 - o1) + sp.Symbol("rest")
@@ -164,7 +164,7 @@ def eval_on_policy(deriv: Derivation, case: Case, impl: Impl) -> tuple[float, fl
     lp = t64(logp, requires_grad=True)
     old = t64(logp)
     s = torch.exp(impl.log_power_mean(lp - old, pv, mask=m))
-    (g,) = torch.autograd.grad(s, lp, allow_unused=True)
+    g = grad_or_none(s, lp)
     lp2 = t64(logp, requires_grad=True)
     ratio = torch.exp(torch.where(m, lp2 - old, torch.zeros_like(old)))
     tok = (ratio * m).sum() / T  # token-level GRPO, per-sequence token mean
@@ -173,7 +173,7 @@ def eval_on_policy(deriv: Derivation, case: Case, impl: Impl) -> tuple[float, fl
         return math.inf, 1.0
     g, gt = g.numpy(), gt.numpy()
     target = np.where(mask, 1.0 / T, 0.0)
-    return _worst((float(np.abs(g - target).max()) * T, 8 * EPS), (float(np.abs(gt - target).max()) * T, 8 * EPS),
+    return worst((float(np.abs(g - target).max()) * T, 8 * EPS), (float(np.abs(gt - target).max()) * T, 8 * EPS),
                   (abs(to_float(s) - 1.0), 8 * EPS))
 
 
@@ -186,7 +186,7 @@ T10 = Theorem(
     latex=r"\left.\frac{\partial s}{\partial\log\pi_t}\right|_{\pi=\pi_{old}}=w_t\ \ \forall p,\qquad \left.\frac{\partial^2 s}{\partial(\log\pi_t)^2}\right|_{\pi=\pi_{old}}=w_t^2+p\,w_t(1-w_t)",
     assumptions=("pi = pi_old on every token", "w_t > 0, sum w = 1"),
     derive=derive_on_policy,
-    certifies=("autograd of exp(meantheory.log_power_mean) at r = 1", "rl.losses.policy_loss levels agree on-policy (tests, once rl.losses exists)"),
+    certifies=("autograd of exp(meantheory.log_power_mean) at r = 1", "rl.losses.policy_loss levels agree on-policy (tests/proofs/test_losses_theorems.py)"),
     expected=Status.PROVED,
     make_case=case_on_policy,
     evaluate=eval_on_policy,
@@ -239,7 +239,7 @@ def eval_breakdown(deriv: Derivation, case: Case, impl: Impl) -> tuple[float, fl
         pi1 = (mpmath.exp(-us[0]) / nn) / (mpmath.exp(-us[0]) / nn + Rm)
         Am = (mpmath.exp(us[0]) + mpmath.fsum(mpmath.exp(v) for v in us[1:])) / nn
         piA = mpmath.exp(us[0]) / nn / Am
-    tol = 64 * EPS * max(1.0, float(np.abs(u).max()))
+    tol = log_tol(u)
     lh = to_float(impl.log_power_mean(t64(u), -1.0))
     la = to_float(impl.log_power_mean(t64(u), 1.0))
     wh = float(impl.mean_weights(t64(u), -1.0)[0])
@@ -248,7 +248,7 @@ def eval_breakdown(deriv: Derivation, case: Case, impl: Impl) -> tuple[float, fl
               (abs(wh - float(pi1)), 16 * EPS), (abs(wa - float(piA)), 16 * EPS)]
     bound = float(mpmath.log(1 / Rm))
     checks.append((max(0.0, lh - bound), tol))  # H < 1/R always
-    return _worst(*checks)
+    return worst(*checks)
 
 
 T11 = Theorem(
@@ -313,7 +313,7 @@ def eval_clipping(deriv: Derivation, case: Case, impl: Impl) -> tuple[float, flo
         p_up = 2 * (math.log(1 + CLIP_EPS) - m) / V
         if abs(p_up) <= 3:
             checks.append((abs(to_float(impl.log_power_mean(t64(u), p_up)) - math.log(1 + CLIP_EPS)), tol(p_up)))
-    return _worst(*checks)
+    return worst(*checks)
 
 
 T12 = Theorem(
@@ -325,7 +325,7 @@ T12 = Theorem(
     latex=r"\log s_p=\bar u+\tfrac p2\operatorname{Var}(u)+O(t^3);\quad \text{clip bites iff } p>\tfrac{2(\log(1+\epsilon)-\bar u)}{\operatorname{Var}u}\ \text{or}\ p<\tfrac{2(\log(1-\epsilon)-\bar u)}{\operatorname{Var}u}",
     assumptions=("spread t of log r small (|p| t < 1/2)", "0 < eps < 1"),
     derive=derive_clipping,
-    certifies=("meantheory.log_power_mean at small spread", "rl.losses clip_center='bias-corrected' (tests, once rl.losses exists)"),
+    certifies=("meantheory.log_power_mean at small spread", "rl.losses clip_center='bias-corrected' (tests/rl/test_losses_research.py)"),
     expected=Status.PROVED,
     make_case=case_clipping,
     evaluate=eval_clipping,
@@ -360,12 +360,6 @@ def derive_learnable_p() -> Derivation:
     return pf.done(Status.PROVED)
 
 
-def _kl_p2(nn: int):
-    from proofs.theorems_means import _kl_builder
-
-    return _kl_builder(nn)
-
-
 def case_learnable(d: Drawer) -> Case:
     nn = d.int(2, 6)
     u = d.floats(nn, -0.6, 0.6)
@@ -375,7 +369,7 @@ def case_learnable(d: Drawer) -> Case:
 def eval_learnable(deriv: Derivation, case: Case, impl: Impl) -> tuple[float, float]:
     u, pv, Adv = case.u, case.p, case.extra["A"]
     nn = len(u)
-    klf = deriv.forms.setdefault("KLp2", PerN(_kl_p2))
+    klf = deriv.forms.setdefault("KLp2", PerN(_kl_builder))
     w = np.full(nn, 1.0 / nn)
     if pv == 0:  # the limit p -> 0 of KL/p^2 is Var(u)/2 (T2, T4)
         ref_d = float(np.var(u)) / 2
@@ -384,7 +378,7 @@ def eval_learnable(deriv: Derivation, case: Case, impl: Impl) -> tuple[float, fl
     pt = torch.tensor(pv, dtype=torch.float64, requires_grad=True)
     s = torch.exp(impl.log_power_mean(t64(u), pt))
     J = Adv * s
-    (g,) = torch.autograd.grad(J, pt, allow_unused=True)
+    g = grad_or_none(J, pt)
     if g is None:
         return math.inf, 1.0
     ref = Adv * to_float(s) * ref_d
@@ -394,12 +388,12 @@ def eval_learnable(deriv: Derivation, case: Case, impl: Impl) -> tuple[float, fl
     pt2 = torch.tensor(pv, dtype=torch.float64, requires_grad=True)
     s2 = torch.exp(impl.log_power_mean(t64(u), pt2))
     Jc = torch.minimum(Adv * s2, Adv * torch.clamp(s2, 1 - CLIP_EPS, 1 + CLIP_EPS))
-    (gc,) = torch.autograd.grad(Jc, pt2, allow_unused=True)
+    gc = grad_or_none(Jc, pt2)
     gc = 0.0 if gc is None else float(gc)
     sv = to_float(s2)
     clipped = (Adv > 0 and sv > 1 + CLIP_EPS) or (Adv < 0 and sv < 1 - CLIP_EPS)
     checks.append((abs(gc - (0.0 if clipped else ref)), tol))
-    return _worst(*checks)
+    return worst(*checks)
 
 
 T13 = Theorem(
@@ -411,7 +405,7 @@ T13 = Theorem(
     latex=r"\frac{\partial J}{\partial p}=A\,s_p\,\frac{\mathrm{KL}(\pi_p\|w)}{p^2}\,\mathbb 1[\text{unclipped}],\qquad \operatorname{sign}\frac{\partial J}{\partial p}=\operatorname{sign}A",
     assumptions=("s_p = M_p(r)", "0 < eps < 1", "p != 0 (the limit p -> 0 is A s Var/2)"),
     derive=derive_learnable_p,
-    certifies=("autograd of meantheory.log_power_mean in a tensor p", "rl.losses.policy_loss with learnable p (tests, once rl.losses exists)"),
+    certifies=("autograd of meantheory.log_power_mean in a tensor p", "rl.losses.policy_loss with learnable p (tests/proofs/test_losses_theorems.py)"),
     expected=Status.PROVED,
     make_case=case_learnable,
     evaluate=eval_learnable,

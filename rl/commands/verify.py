@@ -27,16 +27,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-ledger", action="store_true", help="do not print the claims ledger table")
 
 
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
-    if isinstance(v, dict):
-        return {k: _jsonable(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_jsonable(x) for x in v]
-    return v
-
-
 def run(args: argparse.Namespace) -> int:
     from proofs import THEOREMS, run_all, summary
 
@@ -49,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--only: no theorem id starts with any of {args.only}; ids: {[t.id for t in THEOREMS]}")
 
     if args.json:
+        from rl.commands.means import _jsonable  # strict JSON: +-inf as strings, NaN as null
+
         res = run_all(args.seed, theorems=ths, cases_scale=args.cases_scale)
         out = res.as_dict()
         if args.write_reports is not None:

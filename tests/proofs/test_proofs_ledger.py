@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import sympy as sp
 
-from proofs import BY_ID, CLAIMS, VERDICTS, Status, resolve
+from proofs import BY_ID, CLAIMS, VERDICTS, Claim, Status, resolve
 from proofs.claims import REQUIRED
 from proofs.core import TheoremResult
 from proofs.seeds import SEED_002_TABLE, table_violations
 from proofs.theorems_iterations import exact_pair_limit
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_required_claims_present():
@@ -25,8 +29,12 @@ def test_every_seed_has_claims_and_fields_are_valid():
         assert c.claim and "\n" not in c.claim, c.id
         for tid in c.theorem_ids():
             assert tid in BY_ID, f"{c.id} cites unknown theorem {tid}"
-        if c.verdict in ("proved", "refuted", "conditional"):
-            assert c.theorem_ids(), f"{c.id}: verdict {c.verdict} needs a theorem"
+        for path in c.tests():
+            assert (ROOT / path).is_file(), f"{c.id} cites missing test file {path}"
+        if c.verdict == "proved":
+            assert c.theorem_ids(), f"{c.id}: verdict proved needs a theorem"
+        if c.verdict in ("refuted", "conditional"):
+            assert c.theorem_ids() or c.tests(), f"{c.id}: verdict {c.verdict} needs a theorem or a test"
         if c.verdict == "measured":
             assert c.studies(), c.id
     for seed in ("000", "001", "002"):
@@ -50,6 +58,20 @@ def test_verdict_falls_to_open_when_evidence_fails(derivations):
         if "T2-monotone" in c.evidence and c.verdict in ("proved", "refuted", "conditional"):
             assert led[c.id]["verdict"] == "open" and not led[c.id]["ok"], c.id
     assert led["C000-10"]["verdict"] == "proved" and led["C000-10"]["ok"]
+
+
+def test_test_backed_verdict_stands_only_on_supplied_passing_results(derivations):
+    """C001-10 (MuonClip) rests on tests/rl/test_muonclip.py, which hmpo verify does not run."""
+    results = [TheoremResult(th, derivations[tid], None, 0.0, 0.0) for tid, th in BY_ID.items()]
+    path = "tests/rl/test_muonclip.py"
+    claim = next(c for c in CLAIMS if c.id == "C001-10")
+    assert claim.tests() == [path] and not claim.theorem_ids()
+    for supplied, verdict, ok in (({}, "open", True), ({path: True}, claim.verdict, True), ({path: False}, "open", False)):
+        (r,) = resolve(results, claims=[claim], tests=supplied)
+        assert (r["verdict"], r["ok"]) == (verdict, ok), supplied
+    proved_by_test = Claim("X-1", "c", "001 README / x", "proved", (f"test: {path}",))
+    (r,) = resolve(results, claims=[proved_by_test], tests={path: True})
+    assert r["verdict"] == "open", "a test never earns proved"
 
 
 def test_seed_002_table_is_not_monotone():
