@@ -1,0 +1,178 @@
+"""RL steps per second on the tiny LM: ours (rl.trainer) vs TRL's GRPOTrainer, same run, CPU.
+
+Both sides train the same architecture size from the same random initialisation scale on the
+addition task: a decoder-only transformer with d_model 64, 2 layers, 4 query heads, 2 key/value
+heads, SwiGLU hidden 176, tied embeddings, vocabulary 14 (ours: rl.policies.tiny_lm.TinyLM;
+TRL: LlamaForCausalLM built from a LlamaConfig of those sizes, tokenizer built locally).
+One step = n prompts x G samples -> rewards -> group advantages -> one on-policy update
+(E = M = 1, no reference model, AdamW). Completion length: up to T tokens; an untrained model
+rarely emits EOS, so nearly every completion has the full length T on both sides.
+
+    python benchmarks/bench_rl_throughput.py [--prompts 16] [--group 8] [--length 4] [--steps 10]
+
+Prints steps/s and completions/s for each side and the ratio ours / TRL. Timings exclude the
+first (warm-up) step. Nothing is asserted. The TRL side runs when ``trl`` imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from rl.policies.tiny_lm import TinyLMConfig  # noqa: E402
+from rl.tasks.addition import EOS, PAD, VOCAB_SIZE, AdditionEnv, AdditionTokenizer, WarmStartConfig, score  # noqa: E402
+
+MODEL = TinyLMConfig(vocab_size=VOCAB_SIZE, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=32)
+
+
+def _env(length: int) -> AdditionEnv:
+    # n_digits = length - 2 makes the answer budget (digits + EOS) equal to ``length``.
+    n_digits = max(1, length - 2)
+    return AdditionEnv(WarmStartConfig(n_digits=n_digits, model=MODEL), progress=False)
+
+
+def bench_ours(args) -> list[float]:
+    """Seconds per step of rl.trainer.train (or of a bare sample + log_probs + backward + step)."""
+    env = _env(args.length)
+    try:
+        from rl.trainer import TrainConfig, TrainHooks, train
+    except ImportError:
+        train = None
+    if train is None:  # the trainer is not there: time the core of a step by hand
+        policy = env.make_policy(pretrained=False)
+        opt = torch.optim.AdamW(policy.parameters(), lr=1e-4)
+        g = torch.Generator().manual_seed(0)
+        times = []
+        for _ in range(args.steps + 1):
+            t0 = time.perf_counter()
+            prompts = env.sample_prompts(args.prompts, g).repeat_interleave(args.group, 0)
+            r = policy.sample(prompts, g)
+            rew = env.reward(prompts, r.tokens, r.mask).view(-1, args.group)
+            adv = ((rew - rew.mean(1, keepdim=True)) / (rew.std(1, keepdim=True) + 1e-6)).view(-1)
+            lp = policy.log_probs(prompts, r.tokens, r.mask)
+            loss = -(adv[:, None] * lp).sum() / r.mask.sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            times.append(time.perf_counter() - t0)
+        return times[1:]
+
+    stamps: list[float] = []
+    hooks = TrainHooks(step_end=lambda step, record: stamps.append(time.perf_counter()))
+    cfg = TrainConfig(env="tiny-lm", policy_kwargs={"pretrained": False}, steps=args.steps + 1,
+                      prompts_per_step=args.prompts, group_size=args.group, epochs=1, minibatches=1,
+                      optimizer="adamw", lr=1e-4, seed=0, exact_every=0)
+    t0 = time.perf_counter()
+    res = train(cfg, env=env, hooks=hooks)
+    total = time.perf_counter() - t0
+    if len(stamps) == args.steps + 1:
+        return [b - a for a, b in zip(stamps, stamps[1:])]
+    recs = getattr(res, "records", None) or []
+    per = [r.get("time") for r in recs if isinstance(r, dict) and r.get("time") is not None]
+    if len(per) == args.steps + 1:
+        return per[1:]
+    return [total / (args.steps + 1)] * args.steps
+
+
+def bench_trl(args) -> list[float] | None:
+    try:
+        from datasets import Dataset
+        from transformers import TrainerCallback
+        from trl import GRPOConfig, GRPOTrainer
+    except ImportError as exc:
+        print(f"TRL side skipped: {exc.name or exc} is not installed (pip install trl)")
+        return None
+    from rl.policies.hf import tiny_llama
+
+    env = _env(args.length)
+    n = env.n_digits
+    tok = AdditionTokenizer()
+    hf_tok = tok.to_hf()
+    g = torch.Generator().manual_seed(0)
+    prompts = env.sample_prompts(args.prompts * (args.steps + 2), g)
+    texts = [tok.decode(p) for p in prompts]
+
+    def exact_match(prompts: list[str], completions: list[str], **kw) -> list[float]:
+        ids = torch.tensor([tok.encode(p) for p in prompts])
+        outs = [tok.encode("".join(ch for ch in c if ch.isdigit())) + [EOS] for c in completions]
+        W = max(len(o) for o in outs)
+        toks = torch.full((len(outs), W), PAD)
+        mask = torch.zeros(len(outs), W, dtype=torch.bool)
+        for i, o in enumerate(outs):
+            toks[i, : len(o)] = torch.tensor(o)
+            mask[i, : len(o)] = True
+        return score(ids, toks, mask, n).tolist()
+
+    class Stamp(TrainerCallback):
+        def __init__(self):
+            self.t: list[float] = []
+
+        def on_step_end(self, *a, **k):
+            self.t.append(time.perf_counter())
+
+    torch.manual_seed(0)
+    model = tiny_llama(vocab_size=VOCAB_SIZE, hidden_size=MODEL.d_model, num_layers=MODEL.n_layers,
+                       num_heads=MODEL.n_heads, num_kv_heads=MODEL.kv_heads, intermediate_size=MODEL.hidden,
+                       eos_id=EOS, pad_id=PAD)
+    stamp = Stamp()
+    with tempfile.TemporaryDirectory() as out:
+        cfg = GRPOConfig(
+            output_dir=out, per_device_train_batch_size=args.prompts * args.group, num_generations=args.group,
+            max_completion_length=args.length, max_steps=args.steps + 1, learning_rate=1e-4, beta=0.0,
+            num_iterations=1, steps_per_generation=1, gradient_accumulation_steps=1, temperature=1.0,
+            use_cpu=True, bf16=False, report_to="none", save_strategy="no", logging_steps=10**6,
+            disable_tqdm=True, seed=0, shuffle_dataset=False,
+        )
+        trainer = GRPOTrainer(model=model, reward_funcs=exact_match, args=cfg,
+                              train_dataset=Dataset.from_dict({"prompt": texts}), processing_class=hf_tok,
+                              callbacks=[stamp])
+        t0 = time.perf_counter()
+        trainer.train()
+        total = time.perf_counter() - t0
+    if len(stamp.t) == args.steps + 1:
+        return [b - a for a, b in zip(stamp.t, stamp.t[1:])]
+    return [total / (args.steps + 1)] * args.steps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--prompts", type=int, default=16, help="prompts per step (n)")
+    ap.add_argument("--group", type=int, default=8, help="samples per prompt (G)")
+    ap.add_argument("--length", type=int, default=4, help="max completion length (T)")
+    ap.add_argument("--steps", type=int, default=10, help="timed steps per side (after one warm-up)")
+    ap.add_argument("--rounds", type=int, default=2, help="alternating rounds; the median step time is kept")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"tiny LM d_model={MODEL.d_model} layers={MODEL.n_layers} heads={MODEL.n_heads}/{MODEL.kv_heads} "
+          f"| batch {args.prompts} prompts x G={args.group} = {args.prompts * args.group} completions "
+          f"of <= {args.length} tokens | CPU threads {torch.get_num_threads()}")
+    ours, theirs = [], []
+    for _ in range(args.rounds):
+        ours += bench_ours(args)
+        t = bench_trl(args)
+        if t is None:
+            theirs = None
+        elif theirs is not None:
+            theirs += t
+    B = args.prompts * args.group
+    mo = statistics.median(ours)
+    print(f"{'side':<22}{'s/step':>10}{'steps/s':>10}{'completions/s':>16}")
+    print(f"{'ours (rl.trainer)':<22}{mo:>10.4f}{1 / mo:>10.2f}{B / mo:>16.0f}")
+    if theirs:
+        mt = statistics.median(theirs)
+        print(f"{'TRL GRPOTrainer':<22}{mt:>10.4f}{1 / mt:>10.2f}{B / mt:>16.0f}")
+        print(f"ratio ours / TRL (steps/s): {mt / mo:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
