@@ -14,7 +14,7 @@ from rl.losses.adaptive import ADAPTIVE_PS, ADAPTIVE_SIGNALS, ADAPTIVE_THRESHOLD
 from rl.losses.aggregation import AGG_MODES, aggregate, aggregate_sequences
 from rl.losses.kl import KL_ESTIMATORS, kl_estimate
 from rl.losses.learnable import LearnablePowerMean
-from rl.losses.means import P_ZERO_TOL, multiscale_log_ratio, power_log_ratio, rmi_log_ratio
+from rl.losses.means import multiscale_log_ratio, power_log_ratio, rmi_log_ratio
 from rl.losses.policy import CLIP_CENTERS, LEVELS, MEANS, OPTIONS, policy_loss, sequence_log_ratio
 
 __all__ = [
@@ -27,7 +27,6 @@ __all__ = [
     "LEVELS",
     "MEANS",
     "OPTIONS",
-    "P_ZERO_TOL",
     "LearnablePowerMean",
     "adaptive_signal",
     "aggregate",

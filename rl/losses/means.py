@@ -13,19 +13,20 @@ with sensitivities :math:`\partial \log s_p / \partial \ell_t = \pi_t = \operato
 the harmonic mean (HMPO), ``p = 0`` the geometric mean (GSPO; Zheng et al., *Group Sequence
 Policy Optimization*, arXiv:2507.18071).
 
-Two evaluation paths, one definition:
+Every exponent is evaluated by :func:`meantheory.log_power_mean` (one implementation of the
+power mean: every real p including ``+-inf`` and tiny ``|p|``, one p per row, p a tensor that
+requires grad). The weights, when asked for, are ``d log_s / d l``: meantheory's closed-form
+backward when ``l`` carries a graph (no second exponential pass), else
+:func:`meantheory.mean_weights`.
 
-* :func:`meantheory.log_power_mean` is the general path (every real p including ``+-inf``,
-  p a tensor that requires grad, zeros): used for learnable p and infinite p.
-* the hot path for a finite p that does not require grad (a Python float or one p per row):
-  ``p = 0`` is the masked mean (exactly the GSPO formula of TRL and verl); ``p != 0`` is a
-  fused autograd function with the same log-space algorithm as meantheory (shift by the
-  extreme token so every exponent ``p (l_t - m) <= 0``, then ``m + log1p(mean expm1(.)) / p``
-  while that mean is above -1/2, ``m + log(mean exp(.)) / p`` otherwise) whose backward is the
-  closed form ``grad * softmax(p l)``. It exists because the general path costs 3-7 times
-  the GSPO loss in forward+backward (see ``benchmarks/bench_losses.py``); the tests hold it
-  to meantheory's value and weights within float rounding. ``|p| < 1e-20`` is treated as 0
-  (the difference, ``p Var / 2``, is below 1e-20 times the variance).
+The one exception is a Python ``p == 0``: GSPO's masked mean of the token log-ratios, written
+out as TRL and verl write it (a sum and a division, not a second algorithm). Through
+meantheory the whole loss (forward+backward, B = 64, float32, one CPU thread, paired medians
+of interleaved runs) costs 1.29x as much at p = 0 and T = 1024 and 1.1-1.4x at T = 8192: a
+fixed per-call cost of general input handling and a second count of the mask. At p = +-1
+meantheory is level with the fused function it replaced (1.05x at T = 1024, 0.94-0.97x at
+T = 8192). ``benchmarks/bench_losses.py`` times the loss against TRL; the tests hold both
+paths to mpmath.
 
 Also here: the recursive mean iteration of seed 000 (:func:`rmi_log_ratio`) and the
 multi-scale mean (:func:`multiscale_log_ratio`). Every function answers ``(log_s, pi)``:
@@ -43,16 +44,10 @@ import torch
 import meantheory
 
 __all__ = [
-    "P_ZERO_TOL",
     "power_log_ratio",
     "rmi_log_ratio",
     "multiscale_log_ratio",
 ]
-
-#: ``|p|`` below which the exponent is treated as exactly 0 (geometric mean).
-P_ZERO_TOL = 1e-20
-
-_LOG1P_SWITCH = -0.5
 
 
 def _counts(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -67,63 +62,6 @@ def _masked_mean(
     log_s = torch.where(mask, l, 0.0).sum(dim=-1) / n1.squeeze(-1)
     pi = mask.view(torch.uint8).to(l.dtype).div_(n1) if weights else None
     return log_s, pi
-
-
-class _PowerMeanRows(torch.autograd.Function):
-    """log M_p over the unmasked entries of each row, for finite p != 0 without grad.
-
-    Forward: shift by the extreme entry ``m`` (max for p > 0, min for p < 0) so that every
-    exponent ``z = p (l - m) <= 0`` and the extreme entry contributes exactly ``e^0 = 1``
-    (a row of equal values, or of one token, returns that value bit for bit); ``em = expm1(z)``
-    (relative accuracy for the small exponents of a near on-policy batch), ``e = em + 1``
-    (exactly 0 on padding, where ``z = -inf``); then ``m + log1p(mean em) / p`` while
-    ``mean em > -1/2`` and ``m + log(mean e) / p`` otherwise.
-    Backward: ``grad_l = grad * pi`` with ``pi = e / sum e = softmax(p l)``. Rows without an unmasked entry return 0 with zero weights. Not twice differentiable.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, l: torch.Tensor, mask: torch.Tensor, p: Any, n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
-        # Few, mostly in-place kernels: on a GPU this function is bound by launches, on a CPU by passes.
-        if isinstance(p, float):
-            pc: Any = p
-            if p > 0:
-                v = torch.where(mask, l, -math.inf)
-                m = v.amax(dim=-1, keepdim=True)
-            else:
-                v = torch.where(mask, l, math.inf)
-                m = v.amin(dim=-1, keepdim=True)
-        else:
-            pc = p.unsqueeze(-1)
-            pos = pc > 0
-            v = torch.where(mask, l, torch.where(pos, -math.inf, math.inf))
-            m = torch.where(pos, v.amax(dim=-1, keepdim=True), v.amin(dim=-1, keepdim=True))
-        m = m.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)  # rows without tokens
-        em = v.sub_(m).mul_(pc).expm1_()  # padding: -inf -> -1
-        e = em + 1.0  # exactly 0 on padding
-        se = e.sum(dim=-1, keepdim=True).clamp_(min=1.0)  # >= 1 on rows with a token
-        n1 = n.clamp(min=1.0)
-        # Masked, not "sum of all + number of padding entries": that cancels catastrophically
-        # when the unmasked sum is tiny (|p| * spread small), exactly where expm1 is needed.
-        s = torch.where(mask, em, 0.0).sum(dim=-1, keepdim=True).div_(n1)
-        # s >= -1 exactly (each em >= -1 and rounding is monotone), so log1p never sees s < -1.
-        log_sum = torch.where(s > _LOG1P_SWITCH, torch.log1p(s), torch.log(se / n1))
-        log_s = log_sum.div_(pc).add_(m).squeeze(-1)
-        pi = e.div_(se)
-        ctx.save_for_backward(pi)
-        ctx.mark_non_differentiable(pi)
-        ctx.set_materialize_grads(False)
-        return log_s, pi
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor, _grad_pi: Any) -> tuple[Any, ...]:  # type: ignore[override]
-        (pi,) = ctx.saved_tensors
-        if grad is None:
-            return None, None, None, None
-        return grad.unsqueeze(-1) * pi, None, None, None
-
-
-def _is_learnable(p: Any) -> bool:
-    return isinstance(p, torch.Tensor) and p.requires_grad
 
 
 def power_log_ratio(
@@ -142,45 +80,36 @@ def power_log_ratio(
       mask: ``[B, T]`` bool, True = token counts.
       p: a Python float (any real, ``+-inf`` included), or a tensor ``[]``/``[B]`` (one p per
         row) which may require grad (learnable p).
-      check: forwarded to meantheory on the general path (False: no device sync; a tensor p
-        must then be finite, since routing an infinite row to the general path needs a sync).
+      check: forwarded to meantheory (False: no value checks and no device sync).
       n: optional token counts per row ``[B]`` (saves recounting the mask).
-      weights: False to skip building ``pi`` where it costs a pass (p = 0); it is then None.
+      weights: False to skip computing ``pi`` (it is then None).
 
     Returns:
-      ``(log_s [B], pi [B, T])`` with ``pi = softmax(p l)`` over each row's tokens, detached.
+      ``(log_s [B], pi [B, T])`` with ``pi = softmax(p l)`` over each row's tokens, detached;
+      a row without tokens answers ``log_s = 0`` (gradient 0) and ``pi = 0``.
     """
     B = l.shape[0]
-    n = _counts(mask, l.dtype) if n is None else n.to(l.dtype).reshape(B, 1)
-    if isinstance(p, float | int) and not isinstance(p, bool):
-        pf = float(p)
-        if math.isinf(pf):
-            return _general(l, mask, pf, check)
-        if abs(pf) < P_ZERO_TOL:
-            return _masked_mean(l, mask, n, weights)
-        return _PowerMeanRows.apply(l, mask, pf, n)
-    pt = torch.as_tensor(p, dtype=l.dtype, device=l.device)
-    if _is_learnable(pt):
-        return _general(l, mask, pt.expand(B) if pt.ndim == 0 else pt, check)
-    pt = (pt.expand(B) if pt.ndim == 0 else pt).to(l.dtype)
-    if check and bool(torch.isinf(pt).any()):
-        return _general(l, mask, pt, check)
-    zero = pt.abs() < P_ZERO_TOL
-    p_safe = torch.where(zero, torch.ones_like(pt), pt)
-    log_pow, pi_pow = _PowerMeanRows.apply(l, mask, p_safe, n)
-    log_mean, pi_mean = _masked_mean(l, mask, n)
-    return torch.where(zero, log_mean, log_pow), torch.where(zero.unsqueeze(-1), pi_mean, pi_pow)
-
-
-def _general(l: torch.Tensor, mask: torch.Tensor, p: Any, check: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """meantheory's general path: every real p, p requiring grad; empty rows answer 0."""
-    ls = torch.where(mask, l, torch.zeros((), dtype=l.dtype, device=l.device))
-    nonempty = mask.any(dim=-1)
-    log_s = meantheory.log_power_mean(ls, p, mask=mask, check=check)
-    log_s = torch.where(nonempty, log_s, torch.zeros_like(log_s))
-    p_det = p.detach() if isinstance(p, torch.Tensor) else p
-    with torch.no_grad():
-        pi = meantheory.mean_weights(ls.detach(), p_det, mask=mask, check=check)
+    if isinstance(p, float | int) and not isinstance(p, bool) and p == 0:
+        return _masked_mean(l, mask, n, weights)
+    if isinstance(p, torch.Tensor):
+        if not p.requires_grad:
+            # One p per row in the loss's dtype (a float64 p must not promote a float32 batch).
+            p = p.to(l.dtype)
+        if p.ndim == 0:
+            p = p.expand(B)
+    nonempty = mask.any(dim=-1) if n is None else n.reshape(B) > 0
+    log_s = meantheory.log_power_mean(l, p, mask=mask, check=check)
+    log_s = torch.where(nonempty, log_s, 0.0)  # meantheory's NaN for an empty row
+    pi = None
+    if weights:
+        if l.requires_grad and torch.is_grad_enabled():
+            # pi = d log_s / d l by definition: meantheory's closed-form backward (one product
+            # with the exponentials its forward kept) instead of a second exponential pass.
+            (pi,) = torch.autograd.grad(log_s, l, torch.ones_like(log_s), retain_graph=True)
+        else:
+            with torch.no_grad():
+                p_det = p.detach() if isinstance(p, torch.Tensor) else p
+                pi = meantheory.mean_weights(l.detach(), p_det, mask=mask, check=check)
     return log_s, pi
 
 

@@ -500,8 +500,10 @@ def policy_loss(
         x = _effective(ls, a_tok, lo, hi_c, up_neg)
         pg = -torch.dot(torch.where(mask, torch.exp(x) * a_tok, 0.0).sum(-1), w)
     elif level in ("sequence", "sequence-token"):
+        # check=False: the values meantheory would check (finite l on the mask, p not NaN) were
+        # checked above; checking them again costs passes and a sync in the default mode.
         log_s, pi, p_used, extra = sequence_log_ratio(
-            l, mask, p, mean=mean, check=check, n=n, weights=want_metrics or level == "sequence-token",
+            l, mask, p, mean=mean, check=False, n=n, weights=want_metrics or level == "sequence-token",
             adv_seq=a_seq, log_lo=lo, log_hi=hi, **mean_opts)
         if bias_corrected:
             with torch.no_grad():
@@ -526,8 +528,8 @@ def policy_loss(
         ls = torch.where(mask, l, 0.0)
         lc = torch.where(a_seq.unsqueeze(-1) < 0, ls if _is_inf(lo) else ls.clamp_min(lo),
                          ls if _is_inf(hi) else ls.clamp_max(hi))
-        log_s, pi, p_used, extra = sequence_log_ratio(
-            lc, mask, p, mean=mean, check=check, n=n, weights=want_metrics, adv_seq=a_seq,
+        log_s, pi, p_used, extra = sequence_log_ratio(  # check=False: as for "sequence" above
+            lc, mask, p, mean=mean, check=False, n=n, weights=want_metrics, adv_seq=a_seq,
             log_lo=lo, log_hi=hi, **mean_opts)
         x = _effective(log_s, a_seq, None, cap, up_neg)
         coef = torch.where(nonempty, a_seq, 0.0).mul_(w).neg_()

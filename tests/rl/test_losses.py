@@ -8,6 +8,7 @@ operations, each within 1 ulp); float32 at 1e-6 relative.
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import pytest
@@ -19,6 +20,8 @@ from rl.losses import AGG_MODES, aggregate, kl_estimate, policy_loss
 
 F64 = torch.float64
 NAN = float("nan")
+# The module (the package re-exports a function of the same name).
+mt_power_mean = importlib.import_module("meantheory.power_mean")
 
 
 def t64(rows, pad=NAN):
@@ -564,6 +567,10 @@ def test_check_false_gives_the_same_loss_and_never_syncs(monkeypatch):
         with monkeypatch.context() as mp:
             for name in ("item", "tolist", "__bool__", "__float__", "__int__", "nonzero"):
                 mp.setattr(torch.Tensor, name, no_sync)
+            # On a CPU meantheory asks whether a rare branch (an empty row, a zero) is needed,
+            # which is free there; on an accelerator with check=False it computes the branch
+            # instead. Run that accelerator path here, so that it is what the assertion checks.
+            mp.setattr(mt_power_mean, "_maybe", lambda pr, flags: True)
             loss, metrics = policy_loss(logp, old, adv, mask, level=level, p=p, clip_c=3.0, check=False, metrics=False)
         assert metrics == {}
         assert torch.equal(loss, ref)
