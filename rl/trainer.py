@@ -41,7 +41,7 @@ import torch
 from rl.advantages import group_advantages
 from rl.envs import make_env
 from rl.envs.oracle import exact_expected_reward, supports_oracle
-from rl.losses import policy_loss
+from rl.losses import LearnablePowerMean, policy_loss
 from rl.policies.base import Env, Policy, check_rollout
 
 __all__ = ["TrainConfig", "TrainHooks", "TrainResult", "train", "build_optimizer", "OPTIMIZERS",
@@ -74,7 +74,16 @@ class TrainConfig:
     expected reward J of the policy before the step's updates every this many steps, when the
     environment supports enumeration; 0 = never; J at the start and the end go to the summary
     whenever supported), ``recompute_old_logp`` (old log-probs by a teacher-forced pass of the
-    behaviour policy rather than the sampler's).
+    behaviour policy rather than the sampler's; with ``policy_lag`` 0 and one minibatch the
+    first epoch's own forward pass supplies them, so they cost nothing), ``kl_every`` (log
+    KL(old || new) after the step's updates every this many steps; 0 = never; each costs one
+    teacher-forced pass).
+    Learnable exponent: ``learnable_p`` trains p with rl.losses.LearnablePowerMean, started at
+    ``p`` and kept inside the open interval ``p_range``, by its own AdamW at ``p_lr`` (None:
+    the policy's learning rate); p is logged every step, checkpointed and resumed.
+    Temperature: sampling draws from softmax(logits / temperature) and every scoring pass
+    (old, new, reference log-probs, entropy) uses the same temperature, so the importance
+    ratios compare one tempered distribution with itself.
     """
 
     env: str = "seq-bandit"
@@ -106,12 +115,16 @@ class TrainConfig:
     checkpoint_every: int = 0
     exact_every: int = 1
     recompute_old_logp: bool = True
+    kl_every: int = 1
+    learnable_p: bool = False
+    p_range: tuple[float, float] = (-2.0, 2.0)
+    p_lr: float | None = None
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field."""
         ints = {"steps": 1, "prompts_per_step": 1, "group_size": 1, "epochs": 1, "minibatches": 1,
                 "policy_lag": 0, "max_nonfinite": 1, "checkpoint_every": 0,
-                "exact_every": 0}
+                "exact_every": 0, "kl_every": 0}
         for name, lo in ints.items():
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
@@ -135,10 +148,24 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.grad_clip must be None or > 0, got {self.grad_clip}")
         if isinstance(self.p, float) and math.isnan(self.p):
             raise ValueError("TrainConfig.p is NaN")
+        if self.learnable_p:
+            pr = self.p_range
+            if not (isinstance(pr, tuple | list) and len(pr) == 2
+                    and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in pr)
+                    and pr[0] < pr[1]):
+                raise ValueError(f"TrainConfig.p_range must be two finite numbers lo < hi, got {pr!r}")
+            if not pr[0] < self.p < pr[1]:
+                raise ValueError(f"TrainConfig.p={self.p} (the initial learnable p) must lie strictly inside "
+                                 f"p_range {tuple(self.p_range)}")
+            if self.level == "token":
+                raise ValueError("TrainConfig.learnable_p needs a sequence-level loss; level 'token' has no p")
+            if self.p_lr is not None and (not math.isfinite(self.p_lr) or self.p_lr <= 0):
+                raise ValueError(f"TrainConfig.p_lr must be None or > 0, got {self.p_lr}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["betas"] = list(self.betas)
+        d["p_range"] = list(self.p_range)
         return d
 
     @classmethod
@@ -148,8 +175,9 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown TrainConfig fields {unknown}")
         d = dict(d)
-        if "betas" in d:
-            d["betas"] = tuple(d["betas"])
+        for k in ("betas", "p_range"):
+            if k in d:
+                d[k] = tuple(d[k])
         return cls(**d)
 
 
@@ -162,12 +190,15 @@ class TrainHooks:
     batch(step, prompts, rollout, rewards, advantages, old_logp): the step's batch, seen after
         its updates (old_logp is the behaviour policy's, as the loss used it).
     step_end(step, record): called after each step's record is written; may raise to stop.
+    minibatch(step, epoch, minibatch, logp, old_logp, mask): each minibatch's detached log-probs
+        under the current policy and the behaviour policy, before its loss (ratio checks).
     """
 
     loss: Callable[[int, int, int, torch.Tensor], torch.Tensor] | None = None
     after_backward: Callable[[int, int, int, Policy], None] | None = None
     batch: Callable[..., None] | None = None
     step_end: Callable[[int, dict], None] | None = None
+    minibatch: Callable[..., None] | None = None
 
 
 @dataclass
@@ -188,6 +219,7 @@ class TrainResult:
     stop_reason: str
     summary: dict
     out: Path | None
+    p_module: torch.nn.Module | None = None  # the LearnablePowerMean when cfg.learnable_p
 
 
 class _Chain:
@@ -357,6 +389,15 @@ def train(cfg: TrainConfig, out: str | os.PathLike | None = None, *, resume: boo
     optimizer = build_optimizer(policy, cfg, lr)
     params = [q for q in policy.parameters() if q.requires_grad]
     gen = torch.Generator().manual_seed(cfg.seed)
+    # learnable p: its own module and AdamW (p's gradient has nothing to do with the policy's
+    # scale, so it is neither clipped with the policy's global norm nor given Muon)
+    p_module, p_opt = None, None
+    if cfg.learnable_p:
+        p_module = LearnablePowerMean(float(cfg.p), p_min=float(cfg.p_range[0]), p_max=float(cfg.p_range[1]))
+        p_opt = torch.optim.AdamW(p_module.parameters(), lr=cfg.p_lr if cfg.p_lr is not None else lr,
+                                  betas=cfg.betas, weight_decay=0.0)
+    loss_p = p_module if p_module is not None else cfg.p
+    temp = float(cfg.temperature)
 
     kl_coef = float(cfg.loss_options.get("kl_coef", 0.0) or 0.0)
     ent_coef = float(cfg.loss_options.get("entropy_coef", 0.0) or 0.0)
@@ -385,6 +426,9 @@ def train(cfg: TrainConfig, out: str | os.PathLike | None = None, *, resume: boo
         snapshots.extend(ck["snapshots"])
         if ref_policy is not None:
             ref_policy.load_state_dict(ck["ref_policy"])
+        if p_module is not None:
+            p_module.load_state_dict(ck["p_module"])
+            p_opt.load_state_dict(ck["p_optimizer"])
         start_step, skipped_total, consecutive = ck["step"], ck["skipped_total"], ck["consecutive"]
         samples_seen, elapsed_before, exact_init = ck["samples_seen"], ck["elapsed"], ck["exact_init"]
         records = _truncate_metrics(metrics_path, start_step)
@@ -401,6 +445,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike | None = None, *, resume: boo
             "optimizer": optimizer.state_dict(), "generator": gen.get_state(),
             "torch_rng": torch.get_rng_state(), "env": env.state_dict(), "snapshots": list(snapshots),
             "ref_policy": ref_policy.state_dict() if ref_policy is not None else None,
+            "p_module": p_module.state_dict() if p_module is not None else None,
+            "p_optimizer": p_opt.state_dict() if p_opt is not None else None,
             "skipped_total": skipped_total, "consecutive": consecutive,
             "samples_seen": samples_seen, "elapsed": elapsed, "exact_init": exact_init,
         }, ckpt_path)
@@ -437,35 +483,58 @@ def train(cfg: TrainConfig, out: str | os.PathLike | None = None, *, resume: boo
             # 3-4. rewards and group advantages
             rewards = env.reward(prompts, tokens, mask).float()
             adv = group_advantages(rewards, cfg.group_size, std_normalize=cfg.std_normalize)
-            # 5. old log-probs (and the reference policy's, for a KL penalty), fixed for the step
-            shortcut = cfg.epochs * cfg.minibatches == 1 and cfg.policy_lag == 0 and cfg.recompute_old_logp
+            # 5. old log-probs (and the reference policy's, for a KL penalty), fixed for the step.
+            # With lag 0 and one minibatch, the first epoch's forward pass is the behaviour
+            # policy's own: its detached log-probs are old_logp exactly (first-epoch ratios are 1
+            # bit for bit) and its entropies are the metric, so no separate pass is run for them.
+            one_mb = cfg.minibatches == 1
+            from_first = cfg.recompute_old_logp and cfg.policy_lag == 0 and one_mb
+            old_logp = ent = None
             with torch.no_grad():
                 if not cfg.recompute_old_logp:
                     old_logp = roll.logp
-                elif not shortcut:
-                    old_logp = behaviour.log_probs(prompts, tokens, mask)
-                ref_logp = ref_policy.log_probs(prompts, tokens, mask) if ref_policy is not None else None
-                ent = policy.entropy(prompts, tokens, mask)
+                elif not from_first:
+                    old_logp, e = behaviour.log_probs_and_entropy(prompts, tokens, mask, temperature=temp,
+                                                                  entropy_grad=False)
+                    ent = e if behaviour is policy else None
+                ref_logp = (ref_policy.log_probs(prompts, tokens, mask, temperature=temp)
+                            if ref_policy is not None else None)
+                if ent is None and not one_mb:  # entropy of the current policy, before the updates
+                    ent = policy.entropy(prompts, tokens, mask, temperature=temp)
+            if from_first:
+                old_logp = torch.zeros_like(roll.logp)
             # 6. E epochs x M minibatches, one optimizer step each
             losses, gnorms, loss_metrics, skipped = [], [], collections.defaultdict(list), 0
             for epoch in range(cfg.epochs):
                 order = torch.randperm(batch, generator=gen)
                 for mb, idx in enumerate(torch.tensor_split(order, cfg.minibatches)):
                     pr = prompts[idx] if prompts is not None else None
-                    logp = policy.log_probs(pr, tokens[idx], mask[idx])
-                    if shortcut:  # on-policy single update: the old log-probs are this very forward's
-                        old_logp = torch.empty_like(logp)
-                        old_logp[idx] = logp.detach()
+                    first = epoch == 0 and one_mb  # the current policy, not yet updated this step
+                    if ent_coef > 0 or first:
+                        logp, ent_mb = policy.log_probs_and_entropy(pr, tokens[idx], mask[idx], temperature=temp,
+                                                                    entropy_grad=ent_coef > 0)
+                    else:
+                        logp, ent_mb = policy.log_probs(pr, tokens[idx], mask[idx], temperature=temp), None
+                    if first:
+                        if from_first:
+                            old_logp[idx] = logp.detach()
+                        if ent_mb is not None:
+                            ent = torch.zeros_like(roll.logp)
+                            ent[idx] = ent_mb.detach()
+                    if hooks.minibatch is not None:
+                        hooks.minibatch(step, epoch, mb, logp.detach(), old_logp[idx], mask[idx])
                     opts: dict[str, Any] = dict(cfg.loss_options)
                     if ref_logp is not None:
                         opts["ref_logp"] = ref_logp[idx]
                     if ent_coef > 0:
-                        opts["entropy"] = policy.entropy(pr, tokens[idx], mask[idx])
-                    loss, m = policy_loss(logp, old_logp[idx], adv[idx], mask[idx], level=cfg.level, p=cfg.p,
+                        opts["entropy"] = ent_mb
+                    loss, m = policy_loss(logp, old_logp[idx], adv[idx], mask[idx], level=cfg.level, p=loss_p,
                                           eps_low=cfg.eps_low, eps_high=cfg.eps_high, agg=cfg.agg, **opts)
                     if hooks.loss is not None:
                         loss = hooks.loss(step, epoch, mb, loss)
                     optimizer.zero_grad(set_to_none=True)
+                    if p_opt is not None:
+                        p_opt.zero_grad(set_to_none=True)
                     ok = bool(torch.isfinite(loss))
                     if ok:
                         loss.backward()
@@ -473,15 +542,20 @@ def train(cfg: TrainConfig, out: str | os.PathLike | None = None, *, resume: boo
                             hooks.after_backward(step, epoch, mb, policy)
                         gnorm = float(torch.nn.utils.clip_grad_norm_(
                             params, cfg.grad_clip if cfg.grad_clip is not None else math.inf))
-                        ok = math.isfinite(gnorm)
+                        ok = math.isfinite(gnorm) and (p_module is None or all(
+                            q.grad is None or bool(torch.isfinite(q.grad).all()) for q in p_module.parameters()))
                     if not ok:  # non-finite loss or gradient: skip this update, keep the weights
                         optimizer.zero_grad(set_to_none=True)
+                        if p_opt is not None:
+                            p_opt.zero_grad(set_to_none=True)
                         skipped, skipped_total, consecutive = skipped + 1, skipped_total + 1, consecutive + 1
                         if consecutive >= cfg.max_nonfinite:
                             stop_reason = "nonfinite"
                             break
                         continue
                     optimizer.step()
+                    if p_opt is not None:
+                        p_opt.step()
                     consecutive = 0
                     losses.append(float(loss.detach()))
                     gnorms.append(gnorm)
@@ -493,10 +567,12 @@ def train(cfg: TrainConfig, out: str | os.PathLike | None = None, *, resume: boo
             if hooks.batch is not None:
                 hooks.batch(step, prompts, roll, rewards, adv, old_logp)
             # 7. post-update KL to the behaviour policy (k3 estimator, Schulman 2020), metrics
-            with torch.no_grad():
-                new_logp = policy.log_probs(prompts, tokens, mask)
-                d = (old_logp - new_logp)[mask].double()  # log(pi_old / pi_new) on sampled tokens
-                kl = float((d.exp() - 1 - d).mean()) if d.numel() else 0.0
+            kl = None
+            if cfg.kl_every > 0 and (step - 1) % cfg.kl_every == 0:
+                with torch.no_grad():
+                    new_logp = policy.log_probs(prompts, tokens, mask, temperature=temp)
+                    d = (old_logp - new_logp)[mask].double()  # log(pi_old / pi_new) on sampled tokens
+                    kl = float((d.exp() - 1 - d).mean()) if d.numel() else 0.0
             samples_seen += batch
             lengths = mask.sum(-1).float()
             now = time.perf_counter()
@@ -509,7 +585,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike | None = None, *, resume: boo
                 "entropy": float(ent[mask].mean()) if ent is not None and bool(mask.any()) else None,
                 "len_mean": float(lengths.mean()), "len_min": float(lengths.min()), "len_max": float(lengths.max()),
                 "updates": len(losses), "skipped": skipped, "skipped_total": skipped_total,
-                "policy_lag": cfg.policy_lag, "lr": lr, "p": float(cfg.p),
+                "policy_lag": cfg.policy_lag, "lr": lr,
+                "p": float(p_module.p[0].detach()) if p_module is not None else float(cfg.p),
                 "time_s": now - t0, "elapsed_s": elapsed_before + now - t_run,
             }
             if cfg.recompute_old_logp and bool(mask.any()):
@@ -553,7 +630,10 @@ def train(cfg: TrainConfig, out: str | os.PathLike | None = None, *, resume: boo
     if out_dir is not None:
         torch.save(policy.state_dict(), out_dir / POLICY_FILE)
         _atomic_write_text(json.dumps(_jsonable(summary), indent=2) + "\n", out_dir / SUMMARY_FILE)
-    return TrainResult(cfg, records, policy, env, steps_done, skipped_total, stop_reason, summary, out_dir)
+    if p_module is not None:
+        summary["p_final"] = float(p_module.p[0].detach())
+    return TrainResult(cfg, records, policy, env, steps_done, skipped_total, stop_reason, summary, out_dir,
+                       p_module)
 
 
 def _summary(records: list[dict], cfg: TrainConfig, stop_reason: str, skipped: int, elapsed: float,

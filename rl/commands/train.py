@@ -51,6 +51,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--level", choices=LEVELS, default=d.level, help=f"ratio level of the loss (default {d.level})")
     a("--p", type=_float, default=d.p, help="power-mean exponent: 1 arithmetic, 0 geometric (GSPO), -1 harmonic "
                                             f"(HMPO); 'inf'/'-inf' accepted (default {d.p})")
+    a("--learnable-p", action="store_true",
+      help="train p with the policy (rl.losses.LearnablePowerMean), starting at --p inside --p-range")
+    a("--p-range", type=_float, nargs=2, default=list(d.p_range), metavar=("LO", "HI"),
+      help=f"open interval a learnable p stays in (default {d.p_range[0]} {d.p_range[1]})")
+    a("--p-lr", type=_float, default=d.p_lr, help="learning rate of a learnable p (default: --lr's)")
     a("--agg", choices=AGGS, default=d.agg, help=f"loss aggregation (default {d.agg})")
     a("--eps-low", type=_float, default=d.eps_low, help=f"lower clip epsilon (default {d.eps_low})")
     a("--eps-high", type=_float, default=d.eps_high, help="upper clip epsilon (default: --eps-low)")
@@ -85,6 +90,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--exact-every", type=int, default=d.exact_every,
       help=f"log the exact expected reward every N steps where enumeration is possible (default {d.exact_every})")
     a("--no-exact", action="store_true", help="never log the exact expected reward per step")
+    a("--kl-every", type=int, default=d.kl_every,
+      help=f"log KL(old || new) after the updates every N steps, 0 never; one extra pass each (default {d.kl_every})")
     a("--threads", type=int, default=None,
       help="torch intra-op threads (default: 1 for the bandits, whose tensors are tiny; torch's own otherwise)")
     a("--no-progress", action="store_true", help="no progress bar")
@@ -106,6 +113,7 @@ def _config(args: argparse.Namespace):
         temperature=args.temperature, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
         grad_clip=args.grad_clip if args.grad_clip else None, max_nonfinite=args.max_nonfinite,
         checkpoint_every=args.checkpoint_every, exact_every=0 if args.no_exact else args.exact_every,
+        kl_every=args.kl_every, learnable_p=args.learnable_p, p_range=tuple(args.p_range), p_lr=args.p_lr,
     )
 
 
@@ -153,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
         ]
         if s.get("exact_reward_init") is not None:
             rows.append(("exact expected reward", f"{_fmt(s['exact_reward_init'])} -> {_fmt(s['exact_reward_final'])}"))
+        if s.get("p_final") is not None:
+            rows.append(("learnable p", f"{_fmt(s['p'])} -> {_fmt(s['p_final'])}"))
         rows.append(("time", f"{_fmt(s['elapsed_s'])} s, {_fmt(s['steps_per_s'])} steps/s"))
         if args.out is not None:
             rows.append(("output", f"{args.out}/metrics.jsonl, summary.json, checkpoint.pt"))

@@ -18,11 +18,12 @@ Reference: the sampling / scoring split follows the rollout / actor split of ver
 from __future__ import annotations
 
 import abc
+import math
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Rollout", "Policy", "Env", "check_rollout"]
+__all__ = ["Rollout", "Policy", "Env", "check_rollout", "check_temperature", "gather_logp_entropy"]
 
 
 @dataclass
@@ -73,6 +74,32 @@ def check_rollout(r: Rollout) -> None:
         )
 
 
+def check_temperature(t: float) -> float:
+    """The temperature as a float; ValueError unless it is a finite number > 0."""
+    if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or t <= 0:
+        raise ValueError(f"temperature must be a finite number > 0, got {t!r}")
+    return float(t)
+
+
+def gather_logp_entropy(
+    log_table: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, *, entropy_grad: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-prob of ``tokens`` and entropy, from one log-softmax table.
+
+    log_table: [B, T, V] log pi(. | prefix_t) (already tempered); tokens: [B, T] with any
+    value where ``mask`` is False. Returns logp_t = log_table[t, y_t] and
+    H_t = -sum_v exp(log_table[t, v]) log_table[t, v], both [B, T] and exactly 0 where
+    ``mask`` is False. ``entropy_grad=False`` computes H from the detached table (metrics).
+    """
+    safe = torch.where(mask, tokens, torch.zeros((), dtype=tokens.dtype))
+    lp = log_table.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+    zero = torch.zeros((), dtype=lp.dtype)
+    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+        lt = log_table if entropy_grad else log_table.detach()
+        ent = -(lt.exp() * lt).sum(-1)
+    return torch.where(mask, lp, zero), torch.where(mask, ent, zero)
+
+
 class Policy(torch.nn.Module, abc.ABC):
     """A sampling policy pi_theta(answer | prompt) over token sequences.
 
@@ -80,15 +107,19 @@ class Policy(torch.nn.Module, abc.ABC):
         sample(prompts, generator, temperature=1.0) -> Rollout
             one answer per prompt row (the trainer has already repeated each prompt G times);
             randomness comes only from ``generator`` so runs are reproducible.
-        log_probs(prompts, tokens, mask) -> Tensor [B, T]
-            log pi_theta(tokens_t | prompts, tokens_<t), differentiable in the parameters,
+        log_probs(prompts, tokens, mask, *, temperature=1.0) -> Tensor [B, T]
+            log pi_theta^tau(tokens_t | prompts, tokens_<t), differentiable in the parameters,
             exactly 0 where ``mask`` is False (no NaN or -inf may leak from padding).
-        entropy(prompts, tokens, mask) -> Tensor [B, T] or None
-            H(pi_theta(. | prompts, tokens_<t)) per position, 0 where ``mask`` is False; None
-            when the policy cannot compute it cheaply.
+        entropy(prompts, tokens, mask, *, temperature=1.0) -> Tensor [B, T] or None
+            H(pi_theta^tau(. | prompts, tokens_<t)) per position, 0 where ``mask`` is False;
+            None when the policy cannot compute it cheaply.
+    and may override, to share one teacher-forced pass between the two,
+        log_probs_and_entropy(prompts, tokens, mask, *, temperature=1.0, entropy_grad=True)
 
-    ``temperature`` scales logits as logits / temperature when sampling; ``Rollout.logp`` is
-    the log-prob under that tempered distribution (the distribution actually sampled).
+    ``temperature`` tau scales logits as logits / tau: pi^tau = softmax(logits / tau).
+    ``Rollout.logp`` is the log-prob under that tempered distribution (the distribution
+    actually sampled), so a trainer that samples at tau must score at the same tau, or its
+    importance ratios pi_new / pi_old compare two different distributions.
     """
 
     @abc.abstractmethod
@@ -99,15 +130,32 @@ class Policy(torch.nn.Module, abc.ABC):
 
     @abc.abstractmethod
     def log_probs(
-        self, prompts: torch.Tensor | None, tokens: torch.Tensor, mask: torch.Tensor
+        self, prompts: torch.Tensor | None, tokens: torch.Tensor, mask: torch.Tensor, *,
+        temperature: float = 1.0,
     ) -> torch.Tensor:
         raise NotImplementedError
 
     @abc.abstractmethod
     def entropy(
-        self, prompts: torch.Tensor | None, tokens: torch.Tensor, mask: torch.Tensor
+        self, prompts: torch.Tensor | None, tokens: torch.Tensor, mask: torch.Tensor, *,
+        temperature: float = 1.0,
     ) -> torch.Tensor | None:
         raise NotImplementedError
+
+    def log_probs_and_entropy(
+        self, prompts: torch.Tensor | None, tokens: torch.Tensor, mask: torch.Tensor, *,
+        temperature: float = 1.0, entropy_grad: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(log_probs, entropy) of the same answers, as the two methods define them.
+
+        ``entropy_grad=False`` returns the entropy detached (for metrics only), which lets an
+        override compute it from the log-prob pass's logits at no extra forward. This default
+        calls both methods, i.e. two passes; policies with a shared forward override it.
+        """
+        logp = self.log_probs(prompts, tokens, mask, temperature=temperature)
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+            ent = self.entropy(prompts, tokens, mask, temperature=temperature)
+        return logp, ent
 
 
 class Env(abc.ABC):

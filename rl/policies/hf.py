@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from rl.policies.base import Policy, Rollout
+from rl.policies.base import Policy, Rollout, gather_logp_entropy
 from rl.policies.tiny_lm import sample_loop
 
 __all__ = ["HFPolicy", "tiny_llama"]
@@ -164,9 +164,15 @@ class HFPolicy(Policy):
 
     def entropy(self, prompts: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, *,
                 temperature: float = 1.0) -> torch.Tensor:
+        return self.log_probs_and_entropy(prompts, tokens, mask, temperature=temperature)[1]
+
+    def log_probs_and_entropy(self, prompts: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, *,
+                              temperature: float = 1.0, entropy_grad: bool = True
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``log_probs`` and ``entropy`` from one teacher-forced forward pass."""
         self._check(prompts, tokens, mask)
         if tokens.shape[1] == 0:
-            return torch.zeros(tokens.shape, dtype=torch.float32)
-        logp = torch.log_softmax(self._answer_logits(prompts, tokens, mask, self._temp(temperature)), dim=-1)
-        ent = -(logp.exp() * logp).sum(-1)
-        return torch.where(mask, ent, torch.zeros_like(ent))
+            z = torch.zeros(tokens.shape, dtype=torch.float32)
+            return z, z.clone()
+        logt = torch.log_softmax(self._answer_logits(prompts, tokens, mask, self._temp(temperature)), dim=-1)
+        return gather_logp_entropy(logt, tokens, mask, entropy_grad=entropy_grad)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from rl.policies.base import Policy, Rollout
+from rl.policies.base import Policy, Rollout, check_temperature, gather_logp_entropy
 
 __all__ = ["TabularPolicy", "AutoregressivePolicy", "context_ids"]
 
@@ -72,15 +72,16 @@ class TabularPolicy(Policy):
         self.vocab, self.length, self.n_contexts = vocab, length, n_contexts
         self.logits = torch.nn.Parameter(init_scale * torch.randn(n_contexts, length, vocab))
 
-    def _log_table(self, prompts: torch.Tensor | None, batch: int | None) -> torch.Tensor:
+    def _log_table(self, prompts: torch.Tensor | None, batch: int | None, temperature: float = 1.0) -> torch.Tensor:
+        """log softmax(theta[c] / temperature) for each row's context c, [B, T, V]."""
         ids = context_ids(prompts, batch, self.n_contexts)
-        return F.log_softmax(self.logits, dim=-1)[ids]  # [B, T, V]
+        logits = self.logits if temperature == 1.0 else self.logits / temperature
+        return F.log_softmax(logits, dim=-1)[ids]
 
     def sample(self, prompts, generator, temperature: float = 1.0) -> Rollout:
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        temperature = check_temperature(temperature)
         with torch.no_grad():
-            logt = F.log_softmax(self._log_table(prompts, None) / temperature, dim=-1)
+            logt = self._log_table(prompts, None, temperature)
             b = logt.shape[0]
             flat = logt.reshape(-1, self.vocab).exp()
             tokens = torch.multinomial(flat, 1, generator=generator).reshape(b, self.length)
@@ -88,17 +89,20 @@ class TabularPolicy(Policy):
         mask = torch.ones_like(tokens, dtype=torch.bool)
         return Rollout(prompts=prompts, tokens=tokens, mask=mask, logp=logp.float())
 
-    def log_probs(self, prompts, tokens, mask) -> torch.Tensor:
+    def log_probs(self, prompts, tokens, mask, *, temperature: float = 1.0) -> torch.Tensor:
         tokens = _check_tokens(tokens, mask, self.length, self.vocab)
-        logt = self._log_table(prompts, tokens.shape[0])
+        logt = self._log_table(prompts, tokens.shape[0], check_temperature(temperature))
         lp = logt.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
         return torch.where(mask, lp, torch.zeros((), dtype=lp.dtype))
 
-    def entropy(self, prompts, tokens, mask) -> torch.Tensor:
+    def entropy(self, prompts, tokens, mask, *, temperature: float = 1.0) -> torch.Tensor:
+        return self.log_probs_and_entropy(prompts, tokens, mask, temperature=temperature)[1]
+
+    def log_probs_and_entropy(self, prompts, tokens, mask, *, temperature: float = 1.0,
+                              entropy_grad: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = _check_tokens(tokens, mask, self.length, self.vocab)
-        logt = self._log_table(prompts, tokens.shape[0])
-        ent = -(logt.exp() * logt).sum(-1)
-        return torch.where(mask, ent, torch.zeros((), dtype=ent.dtype))
+        logt = self._log_table(prompts, tokens.shape[0], check_temperature(temperature))
+        return gather_logp_entropy(logt, tokens, mask, entropy_grad=entropy_grad)
 
 
 class AutoregressivePolicy(Policy):
@@ -132,8 +136,8 @@ class AutoregressivePolicy(Policy):
     def _cell(self, prev: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.w_x(self.tok_emb(prev)) + self.w_h(h))
 
-    def _log_table(self, prompts, tokens: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced log-softmax over the vocabulary at every position, [B, T, V]."""
+    def _log_table(self, prompts, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """Teacher-forced log softmax(logits / temperature) at every position, [B, T, V]."""
         b = tokens.shape[0]
         h = self._h0(prompts, b)
         prev = torch.full((b,), self.vocab, dtype=torch.long)
@@ -142,11 +146,11 @@ class AutoregressivePolicy(Policy):
             h = self._cell(prev, h)
             hs.append(h)
             prev = tokens[:, t]
-        return F.log_softmax(self.head(torch.stack(hs, 1)), dim=-1)
+        logits = self.head(torch.stack(hs, 1))
+        return F.log_softmax(logits if temperature == 1.0 else logits / temperature, dim=-1)
 
     def sample(self, prompts, generator, temperature: float = 1.0) -> Rollout:
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        temperature = check_temperature(temperature)
         with torch.no_grad():
             h = self._h0(prompts, None)
             b = h.shape[0]
@@ -154,7 +158,8 @@ class AutoregressivePolicy(Policy):
             toks, lps = [], []
             for _ in range(self.length):
                 h = self._cell(prev, h)
-                logt = F.log_softmax(self.head(h) / temperature, dim=-1)
+                logits = self.head(h)
+                logt = F.log_softmax(logits if temperature == 1.0 else logits / temperature, dim=-1)
                 nxt = torch.multinomial(logt.exp(), 1, generator=generator)
                 toks.append(nxt[:, 0])
                 lps.append(logt.gather(-1, nxt)[:, 0])
@@ -164,13 +169,17 @@ class AutoregressivePolicy(Policy):
         return Rollout(prompts=prompts, tokens=tokens, mask=torch.ones_like(tokens, dtype=torch.bool),
                        logp=logp.float())
 
-    def log_probs(self, prompts, tokens, mask) -> torch.Tensor:
+    def log_probs(self, prompts, tokens, mask, *, temperature: float = 1.0) -> torch.Tensor:
         tokens = _check_tokens(tokens, mask, self.length, self.vocab)
-        lp = self._log_table(prompts, tokens).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+        logt = self._log_table(prompts, tokens, check_temperature(temperature))
+        lp = logt.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
         return torch.where(mask, lp, torch.zeros((), dtype=lp.dtype))
 
-    def entropy(self, prompts, tokens, mask) -> torch.Tensor:
+    def entropy(self, prompts, tokens, mask, *, temperature: float = 1.0) -> torch.Tensor:
+        return self.log_probs_and_entropy(prompts, tokens, mask, temperature=temperature)[1]
+
+    def log_probs_and_entropy(self, prompts, tokens, mask, *, temperature: float = 1.0,
+                              entropy_grad: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = _check_tokens(tokens, mask, self.length, self.vocab)
-        logt = self._log_table(prompts, tokens)
-        ent = -(logt.exp() * logt).sum(-1)
-        return torch.where(mask, ent, torch.zeros((), dtype=ent.dtype))
+        logt = self._log_table(prompts, tokens, check_temperature(temperature))
+        return gather_logp_entropy(logt, tokens, mask, entropy_grad=entropy_grad)

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rl.policies.base import Policy, Rollout
+from rl.policies.base import Policy, Rollout, gather_logp_entropy
 
 __all__ = [
     "TinyLMConfig",
@@ -474,7 +474,15 @@ class TinyLMPolicy(Policy):
         T_max = self.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
         B = prompts.shape[0]
         key_mask = self._prompt_mask(prompts)
-        logits, caches = self.model.prefill(prompts, key_mask)
+        # A trainer repeats each prompt G times: prefill each distinct prompt once and share its
+        # KV cache (rows of equal prompts have equal caches; only float rounding of the batched
+        # matmuls can differ, far below the 1e-5 agreement with teacher forcing).
+        uniq, inv = torch.unique(prompts, dim=0, return_inverse=True)
+        if uniq.shape[0] < B:
+            logits, caches = self.model.prefill(uniq, self._prompt_mask(uniq))
+            logits, caches = logits[inv], [(k[inv], v[inv]) for k, v in caches]
+        else:
+            logits, caches = self.model.prefill(prompts, key_mask)
         state = {"caches": caches, "key_mask": key_mask, "pos": key_mask.sum(-1)}
 
         def decode(tok: torch.Tensor) -> torch.Tensor:
@@ -501,8 +509,13 @@ class TinyLMPolicy(Policy):
         self, prompts: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, *, temperature: float = 1.0
     ) -> torch.Tensor:
         """H_t = -sum_v pi(v) log pi(v) of the next-token distribution at each answer position."""
+        return self.log_probs_and_entropy(prompts, tokens, mask, temperature=temperature)[1]
+
+    def log_probs_and_entropy(
+        self, prompts: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, *, temperature: float = 1.0,
+        entropy_grad: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``log_probs`` and ``entropy`` from one teacher-forced forward pass."""
         self._check(prompts, tokens, mask)
         logits = self._answer_logits(prompts, tokens, mask, self._temp(temperature))
-        logp = torch.log_softmax(logits, dim=-1)
-        ent = -(logp.exp() * logp).sum(-1)
-        return torch.where(mask, ent, torch.zeros_like(ent))
+        return gather_logp_entropy(torch.log_softmax(logits, dim=-1), tokens, mask, entropy_grad=entropy_grad)

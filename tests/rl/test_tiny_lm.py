@@ -33,6 +33,16 @@ from rl.tasks.addition import (
     warm_start,
 )
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # the tiny LM's tensors are small: intra-op threads mostly add synchronisation, which costs
+    # several times the work when pytest -n 2 (or anything else) keeps both cores busy
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 CONFIGS = [
     dict(),
     dict(n_kv_heads=2, pos="learned", mlp="gelu", qkv_bias=True),
@@ -75,6 +85,16 @@ def test_kv_cache_sampling_logp_equals_teacher_forced_log_probs(kw):
     # left padding changes nothing: padded rows score like their unpadded prompts
     lp_short = pol.log_probs(prompts[:3, 2:], r.tokens[:3], r.mask[:3], temperature=1.3)
     torch.testing.assert_close(lp_short, lp[:3], rtol=0, atol=1e-5)
+
+
+def test_repeated_prompts_share_one_prefill_and_keep_exact_log_probs():
+    """Groups of equal prompts (as the trainer sends them) take the shared-prefill path; the
+    recorded logp still equals one teacher-forced pass (1e-5, as above)."""
+    pol = _policy(max_new_tokens=8)
+    prompts = _prompts().repeat_interleave(4, dim=0)
+    r = pol.sample(prompts, torch.Generator().manual_seed(1), temperature=0.7)
+    torch.testing.assert_close(pol.log_probs(prompts, r.tokens, r.mask, temperature=0.7), r.logp, rtol=0, atol=1e-5)
+    assert not all(torch.equal(r.tokens[i], r.tokens[i + 1]) for i in range(0, 32, 4))  # rows still differ
 
 
 def test_sampling_is_reproducible_and_seed_dependent():
@@ -279,7 +299,9 @@ def test_short_rl_run_after_the_warm_start_raises_exact_match(tmp_path):
     env = AdditionEnv(QUICK_CONFIG, progress=False, cache_dir=tmp_path)
     prompts = env.sample_prompts(1024, torch.Generator().manual_seed(99))
     before = addition.success_rate(env.make_policy(), prompts, QUICK_CONFIG.n_digits, seed=5)
-    cfg = TrainConfig(env="tiny-lm", steps=30, prompts_per_step=16, group_size=8, lr=1e-3, seed=0, exact_every=0)
+    # kl_every=0: the post-update KL metric is not needed here and costs a forward pass per step
+    cfg = TrainConfig(env="tiny-lm", steps=30, prompts_per_step=16, group_size=8, lr=1e-3, seed=0, exact_every=0,
+                      kl_every=0)
     res = train(cfg, env=env)
     after = addition.success_rate(res.policy, prompts, QUICK_CONFIG.n_digits, seed=5)
     pooled = (before + after) / 2

@@ -62,3 +62,19 @@ def test_errors_are_reported_not_raised(tmp_path, capsys):
     assert main(["train", "--resume", "--steps", "2"]) == 2
     with pytest.raises(SystemExit):
         main(["train", "--env", "go"])
+
+
+def test_learnable_p_flags_train_p_and_log_it(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--env", "seq-bandit", "--env-opt", "vocab=4", "--env-opt", "length=3", "--policy", "autoregressive",
+            "--epochs", "2", "--minibatches", "2", "--learnable-p", "--p", "-1", "--p-range", "-1.5", "1.5",
+            "--p-lr", "0.05", "--kl-every", "0", "--steps", "4", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["learnable_p"] is True and cfg["p_range"] == [-1.5, 1.5] and cfg["p_lr"] == 0.05
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(-1.5 < r["p"] < 1.5 for r in recs) and recs[-1]["p"] != -1.0
+    assert all(r["kl_old_new"] is None for r in recs)
+    assert "learnable p" in capsys.readouterr().out
+    assert main(args[:-3] + ["--p", "2", "--no-progress"]) == 2
+    assert "p_range" in capsys.readouterr().err

@@ -393,3 +393,105 @@ def test_kl_and_entropy_options_use_the_frozen_initial_policy_and_the_current_on
     assert all(r["loss/kl_ref"] > 1e-6 for r in recs[1:])
     for r in recs:
         assert r["loss/entropy"] == pytest.approx(r["entropy"], rel=1e-5)
+
+
+# ---- temperature: one tempered distribution on both sides of the ratio -------------------------------------
+
+TEMPERED = {
+    "seq-rnn": dict(env="seq-bandit", env_kwargs={"vocab": 4, "length": 3},
+                    policy_kwargs={"kind": "autoregressive", "hidden": 8}, lr=0.05),
+    "tiny-lm": dict(env="tiny-lm", env_kwargs={"quick": True, "progress": False},
+                    policy_kwargs={"pretrained": False}, lr=3e-3, prompts_per_step=4, group_size=4),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TEMPERED))
+def test_tempered_sampling_scores_with_the_same_temperature(case, tmp_path):
+    """At temperature 0.7 the sampler draws from softmax(logits / 0.7); the trainer must score
+    with that distribution too. On-policy (lag 0, one minibatch) the first epoch's ratios are
+    exactly 1, and the old log-probs equal the sampler's own up to float32 rounding of two
+    different computations (KV-cache vs teacher-forced: 1e-5, as in test_tiny_lm). Scoring at
+    temperature 1 instead would be off by |log pi^0.7 - log pi^1|, far above 1e-5. The second
+    epoch sees the updated policy, so its ratios differ from 1 (the check is not vacuous)."""
+    kw = dict(TEMPERED[case])
+    if case == "tiny-lm":
+        kw["env_kwargs"] = {**kw["env_kwargs"], "cache_dir": str(tmp_path)}
+    seen, batches = [], []
+    hooks = TrainHooks(minibatch=lambda step, epoch, mb, logp, old, mask: seen.append((epoch, logp, old, mask)),
+                       batch=lambda step, prompts, roll, rewards, adv, old: batches.append((roll, old)))
+    res = train(TrainConfig(steps=2, seed=4, epochs=2, minibatches=1, temperature=0.7, exact_every=0, **kw),
+                hooks=hooks)
+    assert res.stop_reason == "completed" and len(seen) == 4
+    for epoch, logp, old, mask in seen:
+        if epoch == 0:
+            assert torch.equal(logp, old)
+        else:
+            assert not torch.allclose(logp[mask], old[mask], rtol=0, atol=1e-6)
+    for roll, old in batches:
+        torch.testing.assert_close(old, roll.logp, rtol=0, atol=1e-5)
+    for r in res.records:
+        assert r["sampler_logp_gap"] < 1e-5 and r["loss/approx_kl_old"] > 0  # epoch 2 is off-policy
+
+
+# ---- learnable p --------------------------------------------------------------------------------------------
+
+LEARNABLE_CFG = {**RESUME_CFG, "learnable_p": True, "p": -1.0, "p_range": (-2.0, 2.0), "p_lr": 0.05}
+
+
+def test_learnable_p_moves_is_logged_and_resumes_exactly(tmp_path):
+    """p is trained off-policy (on-policy every log-ratio is 0 and d log M_p / dp = 0), so with
+    E = M = 2 it must leave its start; it stays inside p_range; a run interrupted after its
+    step-6 checkpoint and resumed equals the uninterrupted one, p's trajectory included."""
+    cfg = TrainConfig(**LEARNABLE_CFG)
+    full = train(cfg, tmp_path / "full")
+    ps = [r["p"] for r in read_metrics(tmp_path / "full")]
+    assert len(ps) == 8 and all(-2.0 < p < 2.0 for p in ps)
+    assert abs(ps[-1] - (-1.0)) > 1e-2 and len(set(ps)) == 8
+    assert full.summary["p_final"] == ps[-1] and full.p_module is not None
+
+    def boom(step, rec):
+        if step == 7:
+            raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        train(cfg, tmp_path / "cut", hooks=TrainHooks(step_end=boom))
+    resumed = train(cfg, tmp_path / "cut", resume=True)
+    assert strip_time(read_metrics(tmp_path / "cut")) == strip_time(read_metrics(tmp_path / "full"))
+    assert_same_params(resumed.policy, full.policy)
+    assert_same_params(resumed.p_module, full.p_module)
+    # a fixed p is a different run: the config check refuses to resume it as learnable
+    with pytest.raises(ValueError, match="config differs"):
+        train(TrainConfig(**{**LEARNABLE_CFG, "learnable_p": False}), tmp_path / "cut", resume=True)
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(p=2.5), "p_range"), (dict(p_range=(1.0, -1.0)), "p_range"), (dict(level="token", p=0.0), "token"),
+    (dict(p_lr=0.0), "p_lr"),
+])
+def test_bad_learnable_p_config_raises(kw, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(learnable_p=True, **kw).validate()
+
+
+@pytest.mark.parametrize("kind", ["tabular", "autoregressive"])
+def test_one_pass_log_probs_and_entropy_match_the_tempered_softmax(kind):
+    """log_probs_and_entropy (the trainer's single pass) against the separate methods and, for the
+    tabular policy, against float64 softmax(theta / 0.7) computed here (float32 rounding: 1e-5)."""
+    torch.manual_seed(0)
+    pol = TabularPolicy(5, 3, n_contexts=2, init_scale=2.0) if kind == "tabular" else AutoregressivePolicy(5, 3, 2, 8)
+    prompts = torch.tensor([[0], [1], [1], [0]])
+    roll = pol.sample(prompts, torch.Generator().manual_seed(1), temperature=0.7)
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0], [1, 1, 1], [1, 0, 0]], dtype=torch.bool)
+    lp, ent = pol.log_probs_and_entropy(prompts, roll.tokens, mask, temperature=0.7)
+    assert torch.equal(lp, pol.log_probs(prompts, roll.tokens, mask, temperature=0.7))
+    assert torch.equal(ent, pol.entropy(prompts, roll.tokens, mask, temperature=0.7))
+    torch.testing.assert_close(lp[mask], roll.logp[mask], rtol=0, atol=1e-6)
+    assert ent.requires_grad
+    assert not pol.log_probs_and_entropy(prompts, roll.tokens, mask, temperature=0.7, entropy_grad=False)[1].requires_grad
+    assert (lp[~mask] == 0).all() and (ent[~mask] == 0).all()
+    if kind == "tabular":
+        logt = torch.log_softmax(pol.logits.detach().double() / 0.7, -1)[prompts[:, 0]]
+        want_h = -(logt.exp() * logt).sum(-1)
+        want_lp = logt.gather(-1, roll.tokens[..., None]).squeeze(-1)
+        torch.testing.assert_close(ent[mask].double(), want_h[mask], rtol=0, atol=1e-5)
+        torch.testing.assert_close(lp[mask].double(), want_lp[mask], rtol=0, atol=1e-5)
