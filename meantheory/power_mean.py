@@ -422,6 +422,16 @@ def _row_log_mean_exp(z: torch.Tensor, pr: _Prepared) -> torch.Tensor:
     return torch.logsumexp(z + pr.logw, dim=-1)
 
 
+def _row_mean_expm1(z: torch.Tensor, pr: _Prepared) -> torch.Tensor:
+    """sum_i w_i expm1(z_i) over the support: log1p of it is log sum w e^z to relative eps."""
+    em1 = torch.expm1(z)
+    if pr.logw is None:
+        if pr.valid is not None:
+            em1 = torch.where(pr.valid, em1, 0.0)
+        return em1.sum(-1) / pr.nv
+    return (em1 * pr.w).sum(-1)
+
+
 def _extreme_weights(pr: _Prepared, plus: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
     """Weights of the limit p -> +-inf: w restricted to the argmax/argmin set, normalised."""
     u = pr.u if u is None else u
@@ -512,13 +522,7 @@ def _fast_forward(u: torch.Tensor, p: torch.Tensor, pr: _Prepared) -> tuple[torc
         small = shift & ~big
         need_direct = shift & big
         if _maybe(pr, small):
-            em1 = torch.expm1(z)
-            if pr.logw is None:
-                if valid is not None:
-                    em1 = torch.where(valid, em1, 0.0)
-                s = em1.sum(-1) / pr.nv
-            else:
-                s = (em1 * pr.w).sum(-1)
+            s = _row_mean_expm1(z, pr)
             ok = s >= _LOG1P_MIN - 1.0
             lse = torch.where(small & ok, torch.log1p(torch.where(ok, s, 0.0)), lse)
             need_direct = need_direct | (small & ~ok)
@@ -529,8 +533,10 @@ def _fast_forward(u: torch.Tensor, p: torch.Tensor, pr: _Prepared) -> tuple[torc
         ks = _cumulants_of(torch.where(pr.finite, u, 0.0), pr.w, _VALUE_SERIES_ORDER, u_max)
         v_ser = _series_value(ks, torch.where(series, p, 0.0))
         val = torch.where(series, v_ser, val)
-        # log sum w e^z for the backward's softmax: p (log M - m) by definition.
-        lse = torch.where(series, p_z * (v_ser - m_s), lse)
+        # log sum w e^z for the backward's softmax. p (log M - m) would multiply the value's
+        # rounding by p; here every |z| <= 1e-6, so log1p of the expm1 sum is exact to eps.
+        s_ser = _row_mean_expm1(torch.where(series.unsqueeze(-1), z, 0.0), pr)
+        lse = torch.where(series, torch.log1p(s_ser), lse)
     val = torch.where(is_inf, torch.where(p > 0, u_max, u_min), val)
     val = torch.where(zero_res, -_INF, val)
     val = torch.where(empty | torch.isnan(m), math.nan, val)

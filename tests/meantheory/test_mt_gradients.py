@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 from torch.autograd import gradcheck, gradgradcheck
 
-from meantheory import dlog_power_mean_dp, log_power_mean, mean_weights, power_mean
+from meantheory import dlog_power_mean_dp, log_power_mean, mean_weights, power_mean, reference
 from mt_helpers import DEVICES
 
 D = torch.float64
@@ -130,3 +132,16 @@ def test_learnable_p_gradient_step_moves_p():
     p = torch.tensor(-1.0, dtype=D, requires_grad=True)
     log_power_mean(u, p).sum().backward()
     assert p.grad.item() > 0
+
+
+@pytest.mark.parametrize("p", [1000.0, -1000.0, 300.0])
+@pytest.mark.parametrize("u", [[8.0, float(np.nextafter(8.0, 9.0))], [300.0, 300.0 + 1e-11, 300.0 - 3e-12]])
+def test_tensor_p_gradient_exact_for_large_p_and_tiny_spread(u, p):
+    """|p| spread below the series threshold with large |p|: the backward's log-normaliser
+    must not be rebuilt as p (log M - m), which multiplies the value's rounding by p
+    (seen: 4.4e-13 off at p = 1000). Bound: a few ulps of weights that are about 1/n."""
+    ut = torch.tensor(u, dtype=torch.float64, requires_grad=True)
+    pt = torch.tensor(p, dtype=torch.float64, requires_grad=True)
+    (gu,) = torch.autograd.grad(log_power_mean(ut, pt), [ut])
+    ref = torch.tensor(reference.mean_weights_rows(np.array(u), p))
+    assert (gu - ref).abs().max().item() <= 4 * 2.0**-52
