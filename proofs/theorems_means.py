@@ -582,7 +582,10 @@ def case_risk(d: Drawer) -> Case:
 
 def eval_risk(deriv: Derivation, case: Case, impl: Impl) -> tuple[float, float]:
     u, w, pv = case.u, case.wn(), case.p
-    with mpmath.workdps(50):
+    # (x^P - 1)/P and its inverse cancel about |log10 P| digits: carry them (P = 2e-135 was
+    # drawn once, and 50 digits then gave ce = 1 instead of e).
+    extra = 0 if pv == 0 else max(0, int(-math.log10(abs(pv)))) + 10
+    with mpmath.workdps(50 + extra):
         us, ws = mp_weighted(u, w)
         xs = [mpmath.exp(v) for v in us]
         if pv == 0:
