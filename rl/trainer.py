@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 
+from rl._json import jsonable
 from rl.advantages import group_advantages
 from rl.envs import make_env
 from rl.envs.oracle import exact_expected_reward, supports_oracle
@@ -308,18 +309,6 @@ def _mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, torch.Tensor) and v.numel() == 1:
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
-    if isinstance(v, dict):
-        return {k: _jsonable(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_jsonable(x) for x in v]
-    return v
-
-
 def _atomic_save(obj: Any, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
@@ -435,7 +424,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike | None = None, *, resume: boo
     elif metrics_path is not None:
         _atomic_write_text("", metrics_path)
     if out_dir is not None:
-        _atomic_write_text(json.dumps(_jsonable(cfg.to_dict()), indent=2) + "\n", out_dir / CONFIG_FILE)
+        _atomic_write_text(json.dumps(jsonable(cfg.to_dict()), indent=2) + "\n", out_dir / CONFIG_FILE)
 
     def save_checkpoint(step: int, elapsed: float) -> None:
         if ckpt_path is None:
@@ -598,7 +587,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike | None = None, *, resume: boo
                 rec[f"loss/{k}"] = _mean(v)
             for k, v in getattr(optimizer, "last_stats", {}).items():  # MuonClip: max QK logit, clipped heads
                 rec[f"qk/{k}"] = float(v)
-            rec = _jsonable(rec)
+            rec = jsonable(rec)
             records.append(rec)
             if metrics_path is not None:
                 with metrics_path.open("a") as f:
@@ -629,7 +618,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike | None = None, *, resume: boo
                               f"weights are kept")
     if out_dir is not None:
         torch.save(policy.state_dict(), out_dir / POLICY_FILE)
-        _atomic_write_text(json.dumps(_jsonable(summary), indent=2) + "\n", out_dir / SUMMARY_FILE)
+        _atomic_write_text(json.dumps(jsonable(summary), indent=2) + "\n", out_dir / SUMMARY_FILE)
     if p_module is not None:
         summary["p_final"] = float(p_module.p[0].detach())
     return TrainResult(cfg, records, policy, env, steps_done, skipped_total, stop_reason, summary, out_dir,

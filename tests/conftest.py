@@ -30,9 +30,9 @@ settings.load_profile("ci" if os.environ.get("CI", "").lower() == "true" else "d
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-# On 2 cores under `pytest -n 2`, two intra-op threads per worker oversubscribe the
-# machine and make the many tiny tensor operations of these tests 7-70x slower.
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    import torch
+# The tests' tensors are tiny: intra-op threads only add synchronisation, and on 2 shared
+# cores (pytest -n 2 in CI) they made these operations 7-70x slower (two TRL steps: 27 s
+# with the default threads, 1.8 s with one). No test measures speed, so one thread for all.
+import torch  # noqa: E402
 
-    torch.set_num_threads(1)
+torch.set_num_threads(1)

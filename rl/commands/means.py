@@ -14,6 +14,7 @@ import math
 import torch
 
 from meantheory import arithmetic_harmonic_iteration, gauss_agm, power_mean
+from rl._json import jsonable
 
 DEFAULT_PS = [-math.inf, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, math.inf]
 
@@ -70,17 +71,6 @@ def compute(values: list[float], ps: list[float] | None = None, weights: list[fl
     return out
 
 
-def _jsonable(v):
-    """Strict JSON: +-inf become the strings "inf"/"-inf", NaN becomes null."""
-    if isinstance(v, float) and not math.isfinite(v):
-        return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
-    if isinstance(v, dict):
-        return {k: _jsonable(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_jsonable(x) for x in v]
-    return v
-
-
 def _fmt(v: float) -> str:
     if math.isinf(v):
         return "inf" if v > 0 else "-inf"
@@ -94,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"hmpo means: {exc}")
         return 2
     if args.json:
-        print(json.dumps(_jsonable(res), allow_nan=False))
+        print(json.dumps(jsonable(res), allow_nan=False))
         return 0
     from rich.console import Console
     from rich.table import Table

@@ -147,9 +147,9 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         s["out"] = str(args.out)
     if args.json:
-        from rl.trainer import _jsonable
+        from rl._json import jsonable
 
-        print(json.dumps(_jsonable(s)))
+        print(json.dumps(jsonable(s)))
     else:
         rows = [
             ("environment", f"{s['env']}  (level {s['level']}, p = {_fmt(s['p'])}, optimizer {s['optimizer']}, "

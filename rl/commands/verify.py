@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--only: no theorem id starts with any of {args.only}; ids: {[t.id for t in THEOREMS]}")
 
     if args.json:
-        from rl.commands.means import _jsonable  # strict JSON: +-inf as strings, NaN as null
+        from rl._json import jsonable  # strict JSON: +-inf as strings, NaN as null
 
         res = run_all(args.seed, theorems=ths, cases_scale=args.cases_scale)
         out = res.as_dict()
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
             from proofs import write_reports
 
             out["reports"] = [str(p) for p in write_reports(res, args.write_reports)]
-        print(json.dumps(_jsonable(out), indent=1))
+        print(json.dumps(jsonable(out), indent=1))
         return 0 if res.ok else 1
 
     from rich.console import Console

@@ -24,16 +24,6 @@ from rl.policies.base import Rollout, check_rollout
 from rl.policies.tabular import AutoregressivePolicy, TabularPolicy
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # bandit tensors are tiny: intra-op threads only add synchronisation, which turns into
-    # milliseconds per op when pytest -n 2 oversubscribes the cores
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 

@@ -10,16 +10,6 @@ import torch
 from rl.cli import main
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # bandit tensors are tiny: intra-op threads only add synchronisation, which turns into
-    # milliseconds per op when pytest -n 2 oversubscribes the cores
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_default_seq_bandit_run_writes_metrics_and_summary(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--env", "seq-bandit", "--out", str(out), "--no-progress"]) == 0

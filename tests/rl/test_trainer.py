@@ -23,16 +23,6 @@ from rl.trainer import TrainConfig, TrainHooks, build_optimizer, train
 TIME_KEYS = {"time_s", "elapsed_s"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # bandit tensors are tiny: intra-op threads only add synchronisation, which turns into
-    # milliseconds per op when pytest -n 2 oversubscribes the cores
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def strip_time(records: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in TIME_KEYS} for r in records]
 
