@@ -10,7 +10,17 @@ this run with a fitting status (``proved`` needs a proved theorem; ``refuted`` a
 ``conditional`` need a theorem or a test), otherwise it is reported as ``open`` and marked
 broken, and ``hmpo verify`` fails. Cited tests count only where their results are supplied
 (``tests``: path -> passed); until then the claim is ``open`` but not broken, and a failed
-one breaks it. ``measured`` stays ``open`` until a study result is supplied.
+one breaks it.
+
+``measured`` comes only from the studies: a claim declared ``measured`` names the findings
+that answer it (:data:`MEASURED_BY`, finding ids of the studies' findings.json) under its
+``study: <name>`` evidence, and earns ``measured`` only where ``studies`` (ledger study name
+-> ``{"findings": [entry, ...]}``, built by ``rl.studies.report.ledger_evidence``) supplies
+at least one of them; each entry keeps the finding's direction (:data:`FINDING_WORDS`:
+supported, refuted, not separated, ...), its p-values, effect size and figure. Without them
+the claim is ``open``, with a note naming the study that would settle it. A study never earns
+``proved``, ``refuted`` or ``conditional``: for claims declared so, findings are shown beside
+the verdict but do not change it. Theorems a measured claim cites must still pass.
 """
 
 from __future__ import annotations
@@ -22,11 +32,23 @@ from typing import Any
 
 from proofs.core import Status, TheoremResult
 
-__all__ = ["Claim", "CLAIMS", "VERDICTS", "REQUIRED", "resolve", "summary"]
+__all__ = ["Claim", "CLAIMS", "VERDICTS", "REQUIRED", "MEASURED_BY", "FINDING_WORDS", "resolve", "summary"]
 
 VERDICTS = ("proved", "refuted", "conditional", "measured", "open")
 #: evidence prefixes that are not theorem ids
 EVIDENCE_KINDS = ("study:", "test:")
+#: a finding's verdict (rl.studies.report.measured_claims) -> how the ledger words it. "refuted"
+#: here is a measured direction (the data went the other way), not the ledger verdict "refuted".
+FINDING_WORDS = {
+    "supported": "supported",
+    "refuted": "refuted",
+    "not separated": "not separated",
+    "mixed": "mixed: separated in both directions",
+    "identical": "identical: every mean gave the same result",
+    "measured": "descriptive, no test",
+}
+#: finding verdicts that mean "no data": such entries are ignored, as if absent.
+_NO_DATA = ("not measured",)
 
 
 @dataclass(frozen=True)
@@ -37,6 +59,7 @@ class Claim:
     verdict: str
     evidence: tuple[str, ...]
     note: str = ""
+    findings: tuple[str, ...] = ()  # ids in the studies' findings.json that answer this claim
 
     def theorem_ids(self) -> list[str]:
         return [e for e in self.evidence if not e.startswith(EVIDENCE_KINDS)]
@@ -56,8 +79,27 @@ Row = tuple[int, str, str, str, tuple[str, ...], str]  # (NN, claim, section, ve
 
 def _ledger(seed: str, document: str, rows: list[Row]) -> list[Claim]:
     """Claims ``C<seed>-NN`` of one seed document from rows (NN, claim, section, verdict, evidence, note)."""
-    return [Claim(f"C{seed}-{k:02d}", claim, f"{seed} {document} / {where}", verdict, evidence, note)
-            for k, claim, where, verdict, evidence, note in rows]
+    return [Claim(cid, claim, f"{seed} {document} / {where}", verdict, evidence, note, MEASURED_BY.get(cid, ()))
+            for k, claim, where, verdict, evidence, note in rows for cid in [f"C{seed}-{k:02d}"]]
+
+
+_STABLE_UNEQUAL = ("arithmetic-less-stable-than-gspo", "grpo-token-less-stable-than-gspo")
+#: claim id -> the findings (ids of rl.studies.report.measured_claims, under the claim's
+#: ``study:`` evidence) that measure it. Every finding states its claim in the same direction
+#: as the ledger's claim, so its verdict reads unchanged.
+MEASURED_BY: dict[str, tuple[str, ...]] = {
+    "C000-04": _STABLE_UNEQUAL,
+    "C000-06": _STABLE_UNEQUAL,
+    "C000-15": ("hmpo-more-stable-than-gspo",),
+    "C000-16": ("hmpo-sample-efficiency-vs-gspo",),
+    "C000-17": ("off-policy-degree-effect", "policy-lag-effect"),
+    "C000-19": ("adaptive-mean-vs-gspo",),
+    "C000-24": ("learnable-p-vs-gspo", "learnable-p-where-it-goes"),
+    "C000-26": ("multiscale-vs-gspo",),
+    "C000-35": ("sequence-length-effect",),
+    "C001-12": ("cost-of-the-means",),
+    "C002-06": (*_STABLE_UNEQUAL, "hmpo-more-stable-than-gspo"),
+}
 
 
 SEED_000: list[Row] = [
@@ -71,12 +113,15 @@ SEED_000: list[Row] = [
     (3, "GRPO weights tokens unequally", "The Mean Hierarchy / 1. GRPO (problem)", "proved",
      ("T9-seq-gradient", "T3-sensitivity"),
      "Token-level GRPO's gradient weights token t by r_t/T (p = 1 sensitivities, T3/T9)."),
-    (4, "Unequal token weights cause GRPO's instability", "The Mean Hierarchy / 1. GRPO (problem)", "open",
-     ("study: stability",), "A causal claim about training; needs the stability study (loss/gradient variance, reward curves)."),
+    (4, "Unequal token weights cause GRPO's instability", "The Mean Hierarchy / 1. GRPO (problem)", "measured",
+     ("study: stability",),
+     "A causal claim. Measured: are p = 1 (token weights r_t/T) and token-level GRPO less stable than GSPO (equal "
+     "weights), by spread of the final reward across seeds and collapsed runs? A difference would not by itself show the cause."),
     (5, "GSPO weights every token equally", "The Mean Hierarchy / 2. GSPO (benefit)", "proved",
      ("T9-seq-gradient",), "At p = 0 the sensitivities are w_t = 1/T whatever the ratios (T9)."),
-    (6, "Equal token weighting stabilises training (GSPO)", "The Mean Hierarchy / 2. GSPO (benefit)", "open",
-     ("study: stability",), "Needs the stability study."),
+    (6, "Equal token weighting stabilises training (GSPO)", "The Mean Hierarchy / 2. GSPO (benefit)", "measured",
+     ("study: stability",),
+     "Measured as the converse of C000-04: GSPO against p = 1 and token-level GRPO, spread across seeds and collapses."),
     (7, "The harmonic ratio is |y| / sum_t (pi_old/pi)", "The Mean Hierarchy / 3. Missing: Harmonic", "proved",
      ("T5-homogeneity-duality",), "H = 1/A(1/r) by duality (T5): the formula is M_{-1}."),
     (8, "The harmonic mean is dominated by the smallest ratios", "The Mean Hierarchy / 3. Properties", "proved",
@@ -102,17 +147,19 @@ SEED_000: list[Row] = [
      "Dominated by the tokens whose probability fell most (smallest r); tokens whose probability rose most are the ones it ignores."),
     (14, "HMPO is less sensitive to extreme outliers than the arithmetic mean", "1. HMPO / Properties",
      "conditional", ("T11-breakdown",), "For large outliers yes (bounded); for vanishing ratios it is more sensitive (-> 0)."),
-    (15, "HMPO is more stable than GSPO", "1. HMPO / Properties", "open", ("study: stability",),
-     "To be measured: same tasks, seeds and off-policy degree for p = -1 and p = 0."),
-    (16, "HMPO has better sample efficiency than GSPO (question)", "1. HMPO / Research Questions", "open",
-     ("study: sample-efficiency",), "To be measured."),
+    (15, "HMPO is more stable than GSPO", "1. HMPO / Properties", "measured", ("study: stability",),
+     "Same tasks, seeds and off-policy degree for p = -1 and p = 0: spread of the final reward across seeds "
+     "(Brown-Forsythe) and collapsed runs (Fisher exact), Holm-corrected."),
+    (16, "HMPO has better sample efficiency than GSPO (question)", "1. HMPO / Research Questions", "measured",
+     ("study: sample-efficiency",), "Steps to a reward threshold and mean reward over training (AUC), p = -1 vs p = 0."),
     (17, "The mean matters for distribution shift / off-policy corrections", "1. HMPO / Research Questions",
-     "conditional", ("T10-on-policy", "study: off-policy-degree"),
-     "On-policy every p gives the same gradient (T10), so any difference is an off-policy effect; its size is for the study."),
+     "measured", ("T10-on-policy", "study: off-policy-degree"),
+     "On-policy every p gives the same gradient (T10), so any difference is an off-policy effect. Measured: does the "
+     "p = -1 minus p = 0 gap change with the off-policy degree (epochs x minibatches) and with the policy lag?"),
     (18, "HMPO has convergence guarantees (question)", "1. HMPO / Research Questions", "open", (),
      "No guarantee is derived here."),
-    (19, "Adaptive mean selection by a stability metric helps training", "2. Adaptive Mean Selection", "open",
-     ("study: adaptive-mean",), "To be measured."),
+    (19, "Adaptive mean selection by a stability metric helps training", "2. Adaptive Mean Selection", "measured",
+     ("study: adaptive-mean",), "Final reward of the adaptive mean (rl.losses mean='adaptive') against GSPO."),
     (20, "The recursive mean iteration on ratios (RMI-PO) converges to the geometric mean",
      "3. Recursive Mean Iterations", "refuted", ("T7R-rmi-not-geometric", "T7-ah-from-AH"),
      "For n > 2 it converges to sqrt(A H), equal to G iff sum sinh(log r - mean log r) = 0; (1, 1, 4): 1.63299 vs 1.58740."),
@@ -124,12 +171,17 @@ SEED_000: list[Row] = [
      "proved", ("T1-limits",), "The p -> 0 limit is the geometric mean (T1); p = +-1 are the definitions."),
     (23, "p can be a learnable parameter", "4. Generalized Power Mean", "proved", ("T13-learnable-p",),
      "dJ/dp = A s KL/p^2 (0 where clipped), finite at p = 0; on-policy p gets no gradient (T13)."),
-    (24, "Learning or scheduling p improves convergence", "4. Generalized Power Mean", "open",
-     ("study: learnable-p",), "T13 predicts the drift (sign of A, clip boundaries); the benefit is for the study."),
-    (25, "Different p for different sequence positions helps", "4. Generalized Power Mean", "open",
-     ("study: multiscale",), "To be measured."),
+    (24, "Learning or scheduling p improves convergence", "4. Generalized Power Mean", "measured",
+     ("study: learnable-p",),
+     "T13 predicts the drift (sign of A, clip boundaries). Measured: final reward of a learnable p (started at 0) against "
+     "fixed p = 0, and where p went. Scheduling p is not measured."),
+    (25, "Different p for different sequence positions helps", "4. Generalized Power Mean", "open", (),
+     "No study varies p by position: the multi-scale variant (C000-26) uses one exponent within chunks and another "
+     "across them, which is not this claim."),
     (26, "Multi-scale means (token harmonic, phrase geometric, sequence arithmetic) help", "5. Multi-Scale",
-     "open", ("study: multiscale",), "To be measured."),
+     "measured", ("study: multiscale",),
+     "Measured for the two-scale variant only (harmonic within chunks of 2 tokens, geometric across chunks; "
+     "rl.losses mean='multiscale'), final reward against GSPO; the three-scale version is not measured."),
     (27, "The arithmetic mean maximises expected reward", "6. Information Theory", "conditional",
      ("T10-on-policy",),
      "The token-level arithmetic surrogate is the importance-sampling estimate of the expected advantage; but on-policy every "
@@ -141,7 +193,7 @@ SEED_000: list[Row] = [
     (30, "The harmonic mean is naturally risk-averse", "7. Risk-Averse RL", "proved", ("T14-risk",),
      "M_{-1} is the certainty equivalent of CRRA utility with relative risk aversion 2 (T14)."),
     (31, "Harmonic means suit safety-critical generation / conservative fine-tuning", "7. Risk-Averse RL",
-     "open", ("study: stability",), "Application claim; nothing here measures safety."),
+     "open", (), "Application claim; nothing here measures safety (the stability study, C000-15, does not)."),
     (32, "How clipping should work with harmonic means (question)", "Specific Technical Questions / 1",
      "proved", ("T12-clipping",),
      "The same [1-eps, 1+eps] clip bites at a p-dependent place: window shifted by -p Var/2 in mean log-ratio (T12)."),
@@ -152,8 +204,9 @@ SEED_000: list[Row] = [
     (34, "Gradients flow differently through the three means", "Specific Technical Questions / 3", "proved",
      ("T9-seq-gradient",), "Token t is weighted by s softmax(p log r)_t (T9)."),
     (35, "Sequence length changes the relative performance of the means", "Specific Technical Questions / 4",
-     "open", ("T12-clipping", "study: sequence-length"),
-     "Theory: the means separate through Var(log r) (T4, T12); the effect on training is for the study."),
+     "measured", ("T12-clipping", "study: sequence-length"),
+     "Theory: the means separate through Var(log r) (T4, T12). Measured: does the p = -1 minus p = 0 gap change "
+     "with the answer length, other factors fixed?"),
     (36, "Preferences between means change with model size (1B vs 70B)", "Specific Technical Questions / 5",
      "open", (), "Not measurable on this project's machines (tiny models only)."),
     (37, "The AGM iteration is the relevant classical algorithm", "Broader Research Connections / 1",
@@ -198,10 +251,12 @@ SEED_001: list[Row] = [
      "step's own change) and that heads below tau are untouched. It caps the scores; that the cap stabilises RL training is "
      "not measured here. No theorem: the verdict stands only where the test results are supplied."),
     (11, "The harmonic mean's conservatism suits safety-critical systems", "Potential Applications", "open",
-     ("study: stability",), "Application claim, not measured."),
+     (), "Application claim, not measured (the stability study, C000-15, does not measure safety)."),
     (12, "Computational cost differences between the means are negligible (drop-in replacements)",
-     "Limitations ('Computational efficiency not yet optimized'); implicit in 000's code", "open",
-     ("study: cost-of-means",), "To be measured by the benchmark of loss cost per mean (all are one log-sum-exp)."),
+     "Limitations ('Computational efficiency not yet optimized'); implicit in 000's code", "measured",
+     ("study: cost-of-means",),
+     "Measured as wall-clock seconds per training step of each mean relative to GSPO, without a test; the loss alone "
+     "is timed by benchmarks/bench_losses.py (all means are one log-sum-exp)."),
 ]
 
 SEED_002: list[Row] = [
@@ -219,8 +274,9 @@ SEED_002: list[Row] = [
     (5, "The printed power-mean table (p = -2 .. 2)", "Power Mean Framework", "refuted", ("S1-seed002-table",),
      "Not monotone in p and H = 11.67 > G = 1.009; see the violations listed by S1."),
     (6, "GRPO is aggressive and unstable, GSPO balanced and stable, HMPO conservative and robust",
-     "Mean Hierarchy Confirmed", "open", ("T2-monotone", "study: stability"),
-     "The ordering of the ratios (M_p increasing in p) is proved (T2); 'unstable/stable/robust' is for the stability study."),
+     "Mean Hierarchy Confirmed", "measured", ("T2-monotone", "study: stability"),
+     "The ordering of the ratios (M_p increasing in p) is proved (T2). Measured: spread across seeds and collapses of "
+     "p = 1, token-level GRPO and p = -1, each against GSPO."),
     (7, "AGM connection proven: iterating arithmetic <-> harmonic converges to sqrt(a0 h0) = geometric mean",
      "AGM Algorithm Connection Proven", "conditional", ("T6-pair-iteration", "T7R-rmi-not-geometric"),
      "sqrt(a0 h0) yes (T6); '= geometric mean' of the ratios only for log-symmetric inputs (T7R)."),
@@ -277,9 +333,49 @@ def _fits(verdict: str, res: TheoremResult) -> bool:
     return res.status in (Status.PROVED, Status.PROVED_N, Status.REFUTED, Status.NUMERIC)
 
 
+def _study_entries(c: Claim, studies: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The findings supplied for ``c`` (its MEASURED_BY ids under its study names), checked."""
+    out = []
+    for name in c.studies():
+        ev = studies.get(name)
+        if ev is None:
+            continue
+        if not isinstance(ev, Mapping) or not isinstance(ev.get("findings", []), list):
+            raise ValueError(f"study evidence {name!r}: expected a mapping with a 'findings' list, got {ev!r}")
+        for e in ev.get("findings", []):
+            if not isinstance(e, Mapping) or "id" not in e or "verdict" not in e:
+                raise ValueError(f"study evidence {name!r}: each finding needs 'id' and 'verdict', got {e!r}")
+            if e["id"] not in c.findings or e["verdict"] in _NO_DATA:
+                continue
+            if e["verdict"] not in FINDING_WORDS:
+                # "proved" in particular: a study measures, it never proves
+                raise ValueError(f"study evidence {name!r}: finding {e['id']!r} has verdict {e['verdict']!r}; a "
+                                 f"finding's verdict is one of {sorted(FINDING_WORDS)} (or {_NO_DATA[0]!r})")
+            out.append({"ledger_study": name, "id": e["id"], "study": e.get("study", name),
+                        "verdict": e["verdict"], "direction": FINDING_WORDS[e["verdict"]],
+                        "claim": e.get("claim"), "figure": e.get("figure"), "link": e.get("link") or e.get("figure"),
+                        "p_values": list(e.get("p_values") or []), "effect": e.get("effect"),
+                        "summary": e.get("summary", ""), "reports_dir": ev.get("reports_dir")})
+    return out
+
+
+def _direction(entries: list[dict[str, Any]]) -> str:
+    """'not separated (bandit, tiny-lm); refuted (bandit)': each finding's direction with its studies."""
+    by: dict[str, list[str]] = {}
+    for e in entries:
+        studies = by.setdefault(e["direction"], [])
+        if e["study"] not in studies:
+            studies.append(e["study"])
+    return "; ".join(f"{d} ({', '.join(s)})" for d, s in by.items())
+
+
 def resolve(results: Iterable[TheoremResult], studies: Mapping[str, Any] | None = None,
             claims: list[Claim] = CLAIMS, tests: Mapping[str, bool] | None = None) -> list[dict[str, Any]]:
-    """Each claim with the verdict it earned in this run (see module docstring)."""
+    """Each claim with the verdict it earned in this run (see module docstring).
+
+    Raises ValueError for malformed study evidence or a finding verdict outside
+    :data:`FINDING_WORDS` (a study cannot say "proved").
+    """
     by_id = {r.theorem.id: r for r in results}
     studies = studies or {}
     tests = tests or {}
@@ -287,19 +383,29 @@ def resolve(results: Iterable[TheoremResult], studies: Mapping[str, Any] | None 
     for c in claims:
         broken = []
         verdict = c.verdict
+        entries = _study_entries(c, studies) if c.findings else []
+        pending = ""
         if c.verdict in ("proved", "refuted", "conditional"):
             for tid in c.theorem_ids():
                 r = by_id.get(tid)
                 if r is None or not _fits(c.verdict, r):
                     broken.append(tid)
             broken += [f"test: {t}" for t in c.tests() if t in tests and not tests[t]]
-            pending = any(t not in tests for t in c.tests())
+            waiting = any(t not in tests for t in c.tests())
             backed = bool(c.theorem_ids()) or (c.verdict != "proved" and bool(c.tests()))
-            if broken or pending or not backed:
+            if broken or waiting or not backed:
                 verdict = "open"
         elif c.verdict == "measured":
-            if not all(s in studies for s in c.studies()):
+            # theory the claim leans on must hold, whatever the studies say
+            broken = [tid for tid in c.theorem_ids() if tid not in by_id or not _fits("measured", by_id[tid])]
+            if broken or not entries:
                 verdict = "open"
+            if not entries:
+                ran = [s for s in c.studies() if s in studies]
+                pending = (f"Open in this report: would be settled by the study findings {', '.join(c.findings)} "
+                           f"(ledger study {', '.join(c.studies())}; `hmpo report` runs the studies), " + (
+                               "which did not run for this report." if not ran else
+                               "which ran but produced none of those findings."))
         out.append({
             "id": c.id,
             "claim": c.claim,
@@ -310,6 +416,10 @@ def resolve(results: Iterable[TheoremResult], studies: Mapping[str, Any] | None 
             "note": c.note,
             "broken_evidence": broken,
             "ok": not broken,
+            "findings": list(c.findings),
+            "measured": entries,
+            "direction": _direction(entries) if entries else "",
+            "pending": pending,
         })
     return out
 

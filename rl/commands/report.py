@@ -70,6 +70,11 @@ def _theory(out: Path, studies: dict[str, Any] | None) -> dict[str, Any]:
         n = len(items)
     dt = time.perf_counter() - t0
     summary = f"{n} theorems derived and checked, {len(fails)} failures ({dt:.0f} s)"
+    ledger = getattr(results, "ledger", None)
+    if ledger:
+        measured = sum(c.get("verdict") == "measured" for c in ledger)
+        waiting = sum(c.get("verdict") == "open" and c.get("declared") == "measured" for c in ledger)
+        summary += f"; claims ledger: {measured} measured by the studies, {waiting} waiting for a study"
     if fails:
         summary += ": " + "; ".join(str(f) for f in fails[:5])
     return {"ran": True, "failed": len(fails), "n": n, "seconds": dt, "summary": summary}
@@ -137,7 +142,10 @@ def run(args: argparse.Namespace) -> int:
         theory = {"ran": False, "summary": "skipped (--skip-theory)"}
     else:
         print("theory: deriving and checking every theorem, resolving the claims ledger ...")
-        theory = _theory(out, ledger_evidence(findings, out))
+        try:
+            theory = _theory(out, ledger_evidence(findings, out))
+        except ValueError as exc:  # malformed study evidence: the ledger refuses it rather than guess
+            theory = {"ran": False, "failed": 1, "summary": f"failed: {exc}"}
         if theory.get("failed"):
             status = 1
     print(f"theory: {theory['summary']}")

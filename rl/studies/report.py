@@ -825,13 +825,123 @@ LEDGER_STUDIES: dict[str, tuple[str, ...]] = {
 }
 
 
-def ledger_evidence(findings: dict[str, dict[str, Any]], reports_dir: str | Path = "reports") -> dict[str, dict[str, Any]]:
-    """Ledger study name -> {"verdict", "claims": [...], "figures": [...]} from the studies'
-    findings.json contents (``findings``: study name -> parsed findings.json).
+def _parse_condition(cond: str) -> dict[str, str]:
+    out = {}
+    for part in str(cond).split(", "):
+        k, _, v = part.partition("=")
+        out[k] = v
+    return out
 
-    The verdict of a ledger study is that of its first measured claim found (the primary one);
-    every contributing claim is listed with its study, verdict and figure path relative to
-    ``reports_dir``. Ledger studies with no measured claim are left out (they stay open).
+
+def _varying(conds: Sequence[dict[str, Any]]) -> dict[str, str | None]:
+    """Condition keys whose value differs across ``conds`` (the only ones worth naming), each
+    with its most common value (the grid's reference level)."""
+    from collections import Counter
+
+    parsed = [_parse_condition(d.get("condition", "")) for d in conds]
+    keys = sorted({k for p in parsed for k in p})
+    out: dict[str, str | None] = {}
+    for k in keys:
+        top = Counter(p.get(k) for p in parsed).most_common(2)
+        if len(top) > 1:  # a tie has no reference level: always name that factor
+            out[k] = top[0][0] if top[0][1] > top[1][1] else None
+    return out
+
+
+def _label(cond: str, keys: dict[str, str | None]) -> str:
+    """The factors where ``cond`` leaves the reference level; "the reference condition" if none."""
+    parsed = _parse_condition(cond)
+    off = [f"{k}={parsed[k]}" for k, ref in keys.items() if k in parsed and parsed[k] != ref]
+    return ", ".join(off) if off else ("the reference condition" if keys else "")
+
+
+def _float(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
+
+
+def _effect(d: dict[str, Any]) -> str:
+    """The effect size of one comparison, in the measure its test uses."""
+    m, vx, vy = d.get("metric"), _float(d.get("variant_value")), _float(d.get("baseline_value"))
+    if m == "final_spread":
+        return f"spread (std) {_fmt(vx)} vs {_fmt(vy)}" + (f", ratio {_fmt(vx / vy, 2)}" if vx is not None and vy else "")
+    if m == "collapsed":
+        return f"collapse rate {_fmt(vx, 2)} vs {_fmt(vy, 2)}"
+    if m == "steps_to_threshold":
+        return f"median steps {_fmt(vx)} vs {_fmt(vy)}, Cliff's delta {_fmt(_float(d.get('cliffs_delta')), 2)}"
+    return f"{_fmt(vx)} vs {_fmt(vy)}, Hedges' g {_fmt(_float(d.get('hedges_g')), 2)}"
+
+
+def _finding_summary(c: dict[str, Any]) -> tuple[str, list[float], str]:
+    """(one-line summary, the p-values it quotes, the effect size) of one finding of findings.json."""
+    conds = c.get("conditions") or []
+    base = c.get("baseline", "the baseline")
+    if c.get("levels"):
+        lv = c["levels"]
+        # a level's verdict is that of "p=-1 beats p=0" there: say which way it went
+        words = {"supported": "p=-1 better", "refuted": "p=-1 worse"}
+        eff = "; ".join(f"{k}: {_fmt(_float(v.get('auc_diff_mean')), 2)} ({words.get(v.get('verdict'), v.get('verdict'))})"
+                        for k, v in lv.items())
+        p = _float(c.get("p_value"))
+        held = f"; held fixed: {c['held_fixed']}" if c.get("held_fixed") else ""
+        return (f"{c.get('interaction_test')} test across {c.get('factor')} levels, p = {_pfmt(p)}; per-seed AUC "
+                f"difference p=-1 minus p=0 by level: {eff}{held}"), [p] if p is not None else [], eff
+    if conds and "p_adjusted" in conds[0] and "metric" in conds[0]:
+        keys = _varying(conds)
+        sep = [d for d in conds if d.get("verdict") in ("better", "worse")]
+        if all(d.get("verdict") == "identical" for d in conds):
+            return f"all {len(conds)} comparisons identical seed for seed", [], "none (identical)"
+        tested = [d for d in conds if _float(d.get("p_adjusted")) is not None and d.get("verdict") != "identical"]
+        pool = sep or tested
+        if not pool:
+            return f"{len(conds)} comparisons, none tested", [], "n/a"
+        key = min(pool, key=lambda d: _float(d.get("p_adjusted")))
+        nb = sum(d["verdict"] == "better" for d in sep)
+        where = _label(key.get("condition", ""), keys)
+        eff = _effect(key)
+        ps = [x for x in (_float(key.get("p_adjusted")), _float(key.get("p_value"))) if x is not None]
+        return (f"{len(sep)} of {len(conds)} comparisons with {base} separated"
+                + (f" ({nb} better, {len(sep) - nb} worse)" if sep else "") + "; "
+                f"{'strongest' if sep else 'smallest'}: {key.get('metric')}"
+                + (f" at {where}" if where else "")
+                + f", Holm p = {_pfmt(_float(key.get('p_adjusted')))} ({key.get('test')}, raw p = "
+                f"{_pfmt(_float(key.get('p_value')))}, n = {'/'.join(str(n) for n in key.get('n', []))}), {eff}"), ps, eff
+    if conds and "spearman_rho" in conds[0]:
+        keys = _varying(conds)
+        sig = [d for d in conds if (_float(d.get("p_adjusted")) or 1.0) <= float(c.get("alpha", 0.05))]
+        rhos = [_float(d.get("spearman_rho")) for d in sig]
+        rhos = [r for r in rhos if r is not None]
+        ps = [_float(d.get("p_adjusted")) for d in sig]
+        eff = (f"Spearman rho {_fmt(min(rhos), 2)} to {_fmt(max(rhos), 2)}" if rhos else "no separated condition")
+        return (f"{len(sig)} of {len(conds)} conditions separated (Holm); {eff}"
+                + (f" (conditions differ in {', '.join(keys)})" if keys else "")), [p for p in ps if p is not None], eff
+    if conds and "final_p_mean" in conds[0]:
+        eff = "; ".join(f"final p mean {_fmt(_float(d.get('final_p_mean')))} (n = {d.get('n')})" for d in conds)
+        return f"learned p: {eff}", [], eff
+    if conds and "ratio_to_baseline" in conds[0]:
+        by_v: dict[str, list[float]] = {}
+        for d in conds:
+            r = _float(d.get("ratio_to_baseline"))
+            if r is not None and d.get("variant") != c.get("baseline", "p=0"):
+                by_v.setdefault(str(d.get("variant")), []).append(r)
+        eff = ", ".join(f"{v} {_fmt(min(r), 2)}" + (f"-{_fmt(max(r), 2)}" if len(r) > 1 else "")
+                        for v, r in by_v.items())
+        note = f" ({c['note']})" if c.get("note") else ""
+        return (f"seconds per training step relative to p=0 over {len({d.get('condition') for d in conds})} "
+                f"condition(s): {eff}; no test{note}"), [], eff
+    return "see the study report", [], "n/a"
+
+
+def ledger_evidence(findings: dict[str, dict[str, Any]], reports_dir: str | Path = "reports") -> dict[str, dict[str, Any]]:
+    """Ledger study name -> its evidence, from the studies' findings.json contents
+    (``findings``: study name -> parsed findings.json), for ``proofs.run_all(studies=...)``.
+
+    Each value: ``{"findings": [entry, ...], "verdict", "claims", "figures", "reports_dir"}``.
+    An entry is one finding of one study: ``{"id", "study", "claim", "verdict" (the finding's:
+    supported | refuted | mixed | not separated | identical | measured), "figure" (relative to
+    ``reports_dir``, or None), "link" (the figure, else the study's README.md), "p_values"
+    (the ones the summary quotes), "effect", "summary"}``. ``verdict`` is that of the first
+    finding found (the primary one), ``figures`` every figure. Findings whose verdict is "not
+    measured" are left out, and so are ledger studies with none (they stay open).
     """
     out: dict[str, dict[str, Any]] = {}
     for ledger_name, ids in LEDGER_STUDIES.items():
@@ -841,10 +951,13 @@ def ledger_evidence(findings: dict[str, dict[str, Any]], reports_dir: str | Path
                 for c in fj.get("claims", []):
                     if c.get("id") == cid and c.get("verdict") not in (None, "not measured"):
                         fig = c.get("figure")
+                        summary, ps, eff = _finding_summary(c)
                         found.append({"id": cid, "study": study, "verdict": c["verdict"], "claim": c.get("claim"),
-                                      "figure": f"{study}/{fig}" if fig else None})
+                                      "figure": f"{study}/{fig}" if fig else None,
+                                      "link": f"{study}/{fig}" if fig else f"{study}/README.md",
+                                      "p_values": ps, "effect": eff, "summary": summary})
         if found:
-            out[ledger_name] = {"verdict": found[0]["verdict"], "claims": found,
+            out[ledger_name] = {"verdict": found[0]["verdict"], "findings": found, "claims": found,
                                 "figures": [f["figure"] for f in found if f["figure"]],
                                 "reports_dir": str(reports_dir)}
     return out

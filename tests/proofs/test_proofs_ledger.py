@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import sympy as sp
 
 from proofs import BY_ID, CLAIMS, VERDICTS, Claim, Status, resolve
@@ -106,3 +107,109 @@ def test_verify_json_reports_every_theorem_and_backs_every_verdict(verify_json):
     for t in out["theorems"]:
         if t["numeric"] is not None:
             assert t["numeric"]["passed"] and t["numeric"]["cases"] >= 1
+
+
+# ----------------------------------------------------------------------------- measured claims (studies)
+
+def _passing(derivations):
+    return [TheoremResult(th, derivations[tid], None, 0.0, 0.0) for tid, th in BY_ID.items()]
+
+
+def _finding(fid: str, verdict: str, study: str = "toy", fig: str | None = "figures/f.png") -> dict:
+    """One entry as rl.studies.report.ledger_evidence writes it (made up here, not copied from a run)."""
+    return {"id": fid, "study": study, "verdict": verdict, "claim": f"claim of {fid}",
+            "figure": f"{study}/{fig}" if fig else None, "link": f"{study}/{fig}" if fig else f"{study}/README.md",
+            "p_values": [0.0123, 0.004], "effect": "Hedges' g -1.5", "summary": f"Holm p = 0.0123, Hedges' g -1.5 ({fid})"}
+
+
+def test_measured_claims_take_direction_p_values_and_figure_from_the_findings(derivations, tmp_path):
+    from proofs.report import claims_markdown
+    from proofs.runner import VerifyResults
+
+    studies = {
+        "stability": {"findings": [_finding("hmpo-more-stable-than-gspo", "not separated"),
+                                   _finding("not-a-ledger-finding", "supported")],
+                      "reports_dir": str(tmp_path / "reports")},
+        "sample-efficiency": {"findings": [_finding("hmpo-sample-efficiency-vs-gspo", "refuted"),
+                                           _finding("hmpo-sample-efficiency-vs-gspo", "supported", study="other")],
+                              "reports_dir": str(tmp_path / "reports")},
+        "cost-of-means": {"findings": [_finding("cost-of-the-means", "measured", fig=None)]},
+    }
+    led = {c["id"]: c for c in resolve(_passing(derivations), studies)}
+    c15 = led["C000-15"]
+    assert (c15["verdict"], c15["ok"], c15["direction"]) == ("measured", True, "not separated (toy)")
+    assert [e["id"] for e in c15["measured"]] == ["hmpo-more-stable-than-gspo"]   # the unrelated finding is not used
+    assert c15["measured"][0]["p_values"] == [0.0123, 0.004]
+    assert led["C000-16"]["direction"] == "refuted (toy); supported (other)"       # each study keeps its own word
+    assert led["C001-12"]["verdict"] == "measured" and led["C001-12"]["direction"] == "descriptive, no test (toy)"
+    # the stability study ran, but without the findings C000-04 needs: open, and the note says which
+    assert led["C000-04"]["verdict"] == "open" and "arithmetic-less-stable-than-gspo" in led["C000-04"]["pending"]
+    assert "produced none" in led["C000-04"]["pending"]
+    # a study that did not run leaves its claims open, naming what would settle them
+    assert led["C000-17"]["verdict"] == "open" and "off-policy-degree" in led["C000-17"]["pending"]
+    assert "did not run" in led["C000-17"]["pending"] and not led["C000-17"]["measured"]
+    # theorem-backed verdicts are untouched
+    assert led["C000-38"]["verdict"] == "proved" and not led["C000-38"]["measured"]
+
+    res = VerifyResults([], list(led.values()), 0, 0.0)
+    md = claims_markdown(res, tmp_path / "reports")
+    row15 = next(ln for ln in md.splitlines() if ln.startswith("| C000-15 "))
+    assert "**measured**: not separated (toy)" in row15
+    assert "[figure](toy/figures/f.png)" in row15 and "Holm p = 0.0123" in row15
+    # written elsewhere, the link still points at the figure
+    md_up = claims_markdown(res, tmp_path)
+    assert "[figure](reports/toy/figures/f.png)" in md_up
+    row_cost = next(ln for ln in md.splitlines() if ln.startswith("| C001-12 "))
+    assert "descriptive, no test" in row_cost and "(toy/README.md)" in row_cost
+    row17 = next(ln for ln in md.splitlines() if ln.startswith("| C000-17 "))
+    assert "**open** (declared measured)" in row17 and "did not run" in row17
+
+
+def test_a_study_never_proves(derivations):
+    results = _passing(derivations)
+    bad = {"stability": {"findings": [_finding("hmpo-more-stable-than-gspo", "proved")]}}
+    with pytest.raises(ValueError, match="'proved'"):
+        resolve(results, bad)
+    with pytest.raises(ValueError, match="findings"):
+        resolve(results, {"stability": {"findings": "supported"}})
+    good = {"stability": {"findings": [_finding("hmpo-more-stable-than-gspo", "supported")]}}
+    # a claim declared proved on study evidence alone is not backed: open, whatever the study says
+    by_study = Claim("X-2", "c", "000 notes / x", "proved", ("study: stability",), findings=("hmpo-more-stable-than-gspo",))
+    (r,) = resolve(results, good, claims=[by_study])
+    assert r["verdict"] == "open"
+    # declared conditional on a theorem: the finding is shown beside it, the verdict stays the theorem's
+    cond = Claim("X-3", "c", "000 notes / x", "conditional", ("T10-on-policy", "study: stability"),
+                 findings=("hmpo-more-stable-than-gspo",))
+    (r,) = resolve(results, good, claims=[cond])
+    assert r["verdict"] == "conditional" and r["measured"][0]["verdict"] == "supported"
+    # "not measured" findings count as absent
+    (r,) = resolve(results, {"stability": {"findings": [_finding("hmpo-more-stable-than-gspo", "not measured")]}},
+                   claims=[next(c for c in CLAIMS if c.id == "C000-15")])
+    assert r["verdict"] == "open" and not r["measured"]
+
+
+def test_measured_claim_falls_to_open_when_its_theorem_fails(derivations):
+    """C000-17 leans on T10 (on-policy equivalence): a study cannot carry it if T10 broke."""
+    results = [TheoremResult(th, None if tid == "T10-on-policy" else derivations[tid], None, 0.0, 0.0,
+                             "broken on purpose" if tid == "T10-on-policy" else None) for tid, th in BY_ID.items()]
+    studies = {"off-policy-degree": {"findings": [_finding("off-policy-degree-effect", "supported")]}}
+    led = {c["id"]: c for c in resolve(results, studies)}
+    assert led["C000-17"]["verdict"] == "open" and not led["C000-17"]["ok"]
+    assert led["C000-17"]["broken_evidence"] == ["T10-on-policy"]
+
+
+def test_declared_measured_claims_name_their_findings_and_stay_open_in_verify(verify_json):
+    for c in CLAIMS:
+        assert bool(c.findings) == (c.verdict == "measured"), c.id
+        if c.findings:
+            assert c.studies(), c.id
+    _, out = verify_json
+    led = {c["id"]: c for c in out["ledger"]}
+    assert out["ledger_summary"]["measured"] == 0
+    for c in CLAIMS:
+        if c.verdict == "measured":
+            r = led[c.id]
+            assert r["verdict"] == "open" and r["ok"] and not r["measured"], c.id
+            assert "did not run" in r["pending"] and c.studies()[0] in r["pending"], c.id
+    for what in ("HMPO more stable than GSPO", "cost differences negligible"):
+        assert led[REQUIRED[what]]["declared"] == "measured"

@@ -301,3 +301,54 @@ def test_the_documented_spec_example_parses():
     block = doc[doc.index("    [study]"):doc.index("Factors with a special meaning")]
     spec = parse_spec(tomllib.loads("\n".join(line[4:] for line in block.splitlines())))
     assert spec.name == "offpolicy" and len(spec.runs()) == 4 * 2 * 2 * 5 + 2 * 2 * 5
+
+
+def _cmp(cond: str, metric: str, verdict: str, p_adj: float, g: float | None = None) -> dict:
+    return {"condition": cond, "metric": metric, "verdict": verdict, "test": "permutation (exact)",
+            "p_value": p_adj / 2, "p_adjusted": p_adj, "variant_value": 0.8, "baseline_value": 0.85,
+            "hedges_g": g, "cliffs_delta": None, "n": [8, 8]}
+
+
+def test_findings_give_the_claims_ledger_its_measured_verdicts(tmp_path):
+    """findings.json contents (made up here) -> ledger_evidence -> the ledger: verdict, wording, p-values, figure."""
+    from proofs import resolve
+    from proofs.claims import CLAIMS, MEASURED_BY
+    from proofs.report import claims_markdown
+    from proofs.runner import VerifyResults
+    from rl.studies.report import LEDGER_STUDIES, ledger_evidence
+
+    # every finding a ledger claim waits for is one that ledger_evidence forwards under that claim's study name
+    for c in CLAIMS:
+        for fid in MEASURED_BY.get(c.id, ()):
+            assert any(fid in LEDGER_STUDIES.get(s, ()) for s in c.studies()), (c.id, fid)
+
+    a, b = "env=x, lag=0", "env=x, lag=2"
+    findings = {"toy": {"claims": [
+        {"id": "hmpo-sample-efficiency-vs-gspo", "verdict": "refuted", "baseline": "p=0",
+         "figure": "figures/auc_by_variant.png",
+         "conditions": [_cmp(a, "auc", "not separated", 0.4, -0.3), _cmp(a, "auc", "not separated", 0.5, -0.2),
+                        _cmp(b, "auc", "worse", 0.0021, -2.5)]},
+        {"id": "hmpo-more-stable-than-gspo", "verdict": "not separated", "baseline": "p=0",
+         "figure": "figures/final_by_variant.png", "conditions": [_cmp(a, "auc", "not separated", 0.3, 0.1)]},
+        {"id": "policy-lag-effect", "verdict": "supported", "factor": "policy_lag", "interaction_test": "permutation (exact)",
+         "p_value": 0.0004, "figure": "figures/reward_curves.png", "held_fixed": "env=x",
+         "levels": {"0": {"verdict": "not separated", "auc_diff_mean": -0.001},
+                    "2": {"verdict": "refuted", "auc_diff_mean": -0.04}}},
+        {"id": "sequence-length-effect", "verdict": "not measured"},
+    ]}}
+    ev = ledger_evidence(findings, tmp_path)
+    assert "sequence-length" not in ev
+    (se,) = ev["sample-efficiency"]["findings"]
+    assert se["p_values"] == [0.0021, 0.00105] and "Hedges' g -2.5" in se["effect"] and "lag=2" in se["summary"]
+    assert "1 of 3 comparisons with p=0 separated (0 better, 1 worse)" in se["summary"]
+    lag = ev["off-policy-degree"]["findings"][0]
+    assert lag["p_values"] == [0.0004] and "2: -0.04 (p=-1 worse)" in lag["summary"]
+
+    led = {c["id"]: c for c in resolve([], ev, claims=[c for c in CLAIMS if not c.theorem_ids()])}
+    assert led["C000-16"]["verdict"] == "measured" and led["C000-16"]["direction"] == "refuted (toy)"
+    assert led["C000-15"]["verdict"] == "measured" and led["C000-15"]["direction"] == "not separated (toy)"
+    assert led["C000-04"]["verdict"] == "open"      # its findings (p=1, token-level GRPO) are not in this report
+    md = claims_markdown(VerifyResults([], list(led.values()), 0, 0.0), tmp_path)
+    row = next(ln for ln in md.splitlines() if ln.startswith("| C000-16 "))
+    assert "**measured**: refuted (toy)" in row and "[figure](toy/figures/auc_by_variant.png)" in row
+    assert "Holm p = 0.0021" in row
