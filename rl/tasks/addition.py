@@ -184,7 +184,9 @@ class WarmStartConfig:
     max_steps: int = 3000
     eval_every: int = 25
     eval_size: int = 512
-    target_success: float = 0.3
+    # 0.2, not higher: the RL tests and the tiny-lm study need room to rise, and a shorter SFT
+    # run (about 1700 steps) is also a cheaper cache miss.
+    target_success: float = 0.2
 
     def __post_init__(self) -> None:
         if self.n_digits < 1:
@@ -411,9 +413,15 @@ class AdditionEnv(Env):
     """
 
     name = "tiny-lm"
-    # The trainer's default for the bandits (0.05) would wreck a transformer in a few steps;
-    # 1e-3 is the rate the short RL test raises exact match with (tests/rl/test_tiny_lm.py).
-    default_lr = 1e-3
+    # Why 1e-4: the trainer uses AdamW without warm-up, and Adam's first steps move every weight
+    # by about lr whatever the gradient's size (a sign step). For the default 2-digit warm start
+    # one such step at 1e-3 moves some token log-probs by ~10 and RL collapses (exact match
+    # 0.3 -> 0.02 in 60 steps); at 2e-4-3e-4 early steps still dip; 1e-4 rises steadily
+    # (+0.045..0.054 exact match in 60 on-policy steps of 8 x 8, every seed; the test
+    # test_default_rl_run_raises_exact_match checks it over 5 seeds). Off-policy settings
+    # take several optimizer steps per RL step and want less (the tiny-lm study uses 5e-5 at 2x2).
+    # The 1-digit QUICK_CONFIG model is smaller and tolerates 1e-3 (pass lr explicitly).
+    default_lr = 1e-4
 
     def __init__(
         self,
