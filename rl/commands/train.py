@@ -90,6 +90,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--exact-every", type=int, default=d.exact_every,
       help=f"log the exact expected reward every N steps where enumeration is possible (default {d.exact_every})")
     a("--no-exact", action="store_true", help="never log the exact expected reward per step")
+    a("--warmup-steps", type=int, default=d.warmup_steps,
+      help=f"linear learning-rate warm-up over the first N steps, 0 none (default {d.warmup_steps})")
     a("--kl-every", type=int, default=d.kl_every,
       help=f"log KL(old || new) after the updates every N steps, 0 never; one extra pass each (default {d.kl_every})")
     a("--threads", type=int, default=None,
@@ -113,7 +115,7 @@ def _config(args: argparse.Namespace):
         temperature=args.temperature, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
         grad_clip=args.grad_clip if args.grad_clip else None, max_nonfinite=args.max_nonfinite,
         checkpoint_every=args.checkpoint_every, exact_every=0 if args.no_exact else args.exact_every,
-        kl_every=args.kl_every, learnable_p=args.learnable_p, p_range=tuple(args.p_range), p_lr=args.p_lr,
+        kl_every=args.kl_every, warmup_steps=args.warmup_steps, learnable_p=args.learnable_p, p_range=tuple(args.p_range), p_lr=args.p_lr,
     )
 
 

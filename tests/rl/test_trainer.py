@@ -199,11 +199,12 @@ def test_policy_lag_samples_with_the_policy_of_k_steps_ago(lag):
 
 # ---- determinism and resume ----------------------------------------------------------------------------------
 
-# off-policy (E = 2, M = 2, lag 2), noisy rewards (the environment's generator), Muon's momentum
+# off-policy (E = 2, M = 2, lag 2), noisy rewards (the environment's generator), Muon's momentum,
+# and a learning-rate warm-up still ramping when the run is cut at step 6
 RESUME_CFG = dict(env="seq-bandit", env_kwargs={"vocab": 4, "length": 3, "noise": "gaussian", "noise_scale": 0.3},
                   policy_kwargs={"kind": "autoregressive", "hidden": 8}, optimizer="muon", lr=0.02,
                   steps=8, seed=5, epochs=2, minibatches=2, policy_lag=2, prompts_per_step=4, group_size=4,
-                  checkpoint_every=3)
+                  checkpoint_every=3, warmup_steps=10)
 TABULAR_CFG = {**RESUME_CFG, "policy_kwargs": {"init_scale": 0.5}, "optimizer": "adamw", "lr": 0.05,
                "checkpoint_every": 0}
 
@@ -485,3 +486,22 @@ def test_one_pass_log_probs_and_entropy_match_the_tempered_softmax(kind):
         want_lp = logt.gather(-1, roll.tokens[..., None]).squeeze(-1)
         torch.testing.assert_close(ent[mask].double(), want_h[mask], rtol=0, atol=1e-5)
         torch.testing.assert_close(lp[mask].double(), want_lp[mask], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_warmup_ramps_the_learning_rate_linearly_and_changes_the_updates(optimizer):
+    base = {**TABULAR_CFG, "optimizer": optimizer, "steps": 6, "warmup_steps": 0,
+            "policy_kwargs": {"kind": "autoregressive", "hidden": 8}}
+    warm = train(TrainConfig(**{**base, "warmup_steps": 4}))
+    lr = base["lr"]
+    assert [r["lr"] for r in warm.records] == pytest.approx([lr * min(1.0, k / 4) for k in range(1, 7)], rel=1e-15)
+    cold = train(TrainConfig(**base))
+    assert all(r["lr"] == lr for r in cold.records)
+    # same seed, same first batch: only the step size differs, so the first update must too
+    assert warm.records[0]["reward_mean"] == cold.records[0]["reward_mean"]
+    assert strip_time(warm.records[1:]) != strip_time(cold.records[1:])
+
+
+def test_warmup_steps_must_be_a_non_negative_int():
+    with pytest.raises(ValueError, match="warmup_steps"):
+        TrainConfig(warmup_steps=-1).validate()
