@@ -400,10 +400,11 @@ def _series_ref(deriv: Derivation, u: np.ndarray, w: np.ndarray, pv: float, orde
 def case_series(d: Drawer) -> Case:
     u = d.log_values(1, 6, -3, 3)
     s = max(float(u.max() - u.min()), 0.5)  # p stays moderate when the spread is tiny
-    kind = d.int(0, 2)
-    # |p| spread at most 1e-3, up to 1e-2, or p = 0 (meantheory's value series runs at p = 0 and
-    # |p| spread <= 1e-6; nonzero p here mostly takes its expm1/log1p branch)
-    lim = [1e-3, 1e-2, 0.0][kind]
+    kind = d.int(0, 3)
+    # |p| spread at most 1e-3, up to 1e-2, p = 0, or at most 1e-7: the last two take
+    # meantheory's value series (p = 0 and |p| spread <= 1e-6), the first two mostly its
+    # expm1/log1p branch, so both sides of the switch are held to the same series
+    lim = [1e-3, 1e-2, 0.0, 1e-7][kind]
     pv = d.float(-lim, lim) / s if lim else 0.0
     return Case(u=u, p=pv, w=d.weights(len(u)), extra={"order": d.int(1, SERIES_ORDER), "t": d.float(1e-3, 0.05)})
 
