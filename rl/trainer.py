@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 
+from rl._io import atomic_save, atomic_write_text
 from rl._json import jsonable
 from rl.advantages import group_advantages
 from rl.envs import make_env
@@ -320,18 +321,6 @@ def _mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(text: str, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _clone_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
@@ -346,7 +335,7 @@ def _truncate_metrics(path: Path, last_step: int) -> list[dict]:
             rec = json.loads(line)
             if rec["step"] <= last_step:
                 keep.append(rec)
-    _atomic_write_text("".join(json.dumps(r) + "\n" for r in keep), path)
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
     return keep
 
 
@@ -433,14 +422,14 @@ def train(cfg: TrainConfig, out: str | os.PathLike | None = None, *, resume: boo
         samples_seen, elapsed_before, exact_init = ck["samples_seen"], ck["elapsed"], ck["exact_init"]
         records = _truncate_metrics(metrics_path, start_step)
     elif metrics_path is not None:
-        _atomic_write_text("", metrics_path)
+        atomic_write_text(metrics_path, "")
     if out_dir is not None:
-        _atomic_write_text(json.dumps(jsonable(cfg.to_dict()), indent=2) + "\n", out_dir / CONFIG_FILE)
+        atomic_write_text(out_dir / CONFIG_FILE, json.dumps(jsonable(cfg.to_dict()), indent=2) + "\n")
 
     def save_checkpoint(step: int, elapsed: float) -> None:
         if ckpt_path is None:
             return
-        _atomic_save({
+        atomic_save({
             "config": cfg.to_dict(), "step": step, "policy": policy.state_dict(),
             "optimizer": optimizer.state_dict(), "generator": gen.get_state(),
             "torch_rng": torch.get_rng_state(), "env": env.state_dict(), "snapshots": list(snapshots),
@@ -632,7 +621,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike | None = None, *, resume: boo
                               f"weights are kept")
     if out_dir is not None:
         torch.save(policy.state_dict(), out_dir / POLICY_FILE)
-        _atomic_write_text(json.dumps(jsonable(summary), indent=2) + "\n", out_dir / SUMMARY_FILE)
+        atomic_write_text(out_dir / SUMMARY_FILE, json.dumps(jsonable(summary), indent=2) + "\n")
     if p_module is not None:
         summary["p_final"] = float(p_module.p[0].detach())
     return TrainResult(cfg, records, policy, env, steps_done, skipped_total, stop_reason, summary, out_dir,

@@ -24,13 +24,14 @@ from typing import Any
 
 def configure(parser: argparse.ArgumentParser) -> None:
     from rl.studies.presets import DEFAULT_STUDIES
+    from rl.studies.spec import EXECUTORS
 
     parser.add_argument("--out", default="reports", help="reports folder (default: reports/)")
     parser.add_argument("--study-dir", default="studies",
                         help="where study runs are kept and resumed (default: studies/)")
     parser.add_argument("--studies", nargs="+", default=None, metavar="PRESET_OR_TOML",
                         help=f"studies to run and report (default: {' '.join(DEFAULT_STUDIES)})")
-    parser.add_argument("--executor", choices=("local", "ray", "inline"), default="local")
+    parser.add_argument("--executor", choices=EXECUTORS, default="local")
     parser.add_argument("--address", default=None, help="Ray cluster address (with --executor ray)")
     parser.add_argument("--workers", type=int, default=None, help="parallel runs (default: the machine's cores)")
     parser.add_argument("--run-fn", default=None, metavar="MODULE:FUNCTION", help=argparse.SUPPRESS)

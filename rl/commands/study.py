@@ -16,11 +16,12 @@ from pathlib import Path
 
 def configure(parser: argparse.ArgumentParser) -> None:
     from rl.studies.presets import PRESETS
+    from rl.studies.spec import EXECUTORS
 
     parser.add_argument("spec", metavar="SPEC_OR_PRESET",
                         help=f"a study TOML file or a preset: {', '.join(PRESETS)}")
     parser.add_argument("--out", default=None, help="study directory (default: studies/<name>)")
-    parser.add_argument("--executor", choices=("local", "ray", "inline"), default="local",
+    parser.add_argument("--executor", choices=EXECUTORS, default="local",
                         help="local processes (default), a Ray cluster or local Ray instance, or inline "
                              "(this process, one run at a time)")
     parser.add_argument("--address", default=None,

@@ -14,12 +14,11 @@ import math
 import sys
 
 from rl.envs import available_envs
+from rl.losses import AGG_MODES, LEVELS
 
-LEVELS = ("token", "sequence", "sequence-token", "gmpo")
 # the bandits' tensors are tiny: intra-op threads cost more than they save (7x slower measured
 # with 2 threads on a loaded 2-core machine), so they default to one thread
 BANDITS = ("bandit", "seq-bandit", "contextual-bandit")
-AGGS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
 
 
 def _float(s: str) -> float:
@@ -56,7 +55,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--p-range", type=_float, nargs=2, default=list(d.p_range), metavar=("LO", "HI"),
       help=f"open interval a learnable p stays in (default {d.p_range[0]} {d.p_range[1]})")
     a("--p-lr", type=_float, default=d.p_lr, help="learning rate of a learnable p (default: --lr's)")
-    a("--agg", choices=AGGS, default=d.agg, help=f"loss aggregation (default {d.agg})")
+    a("--agg", choices=AGG_MODES, default=d.agg, help=f"loss aggregation (default {d.agg})")
     a("--eps-low", type=_float, default=d.eps_low, help=f"lower clip epsilon (default {d.eps_low})")
     a("--eps-high", type=_float, default=d.eps_high, help="upper clip epsilon (default: --eps-low)")
     a("--steps", type=int, default=d.steps, help=f"training steps (default {d.steps})")

@@ -55,11 +55,10 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "rl.integrations.trl needs TRL; install it with `pip install 'hmpo[trl]'` (or `pip install trl`)."
     ) from exc
 
-from rl.losses import LearnablePowerMean, policy_loss
+from rl.losses import LEVELS, LearnablePowerMean, policy_loss
 
 __all__ = ["PowerMeanGRPOConfig", "PowerMeanGRPOTrainer"]
 
-_LEVELS = ("token", "sequence", "sequence-token", "gmpo")
 _P_STATE_FILE = "power_mean_p.pt"
 
 
@@ -135,8 +134,8 @@ class PowerMeanGRPOConfig(GRPOConfig):
                 f"loss_options: {sorted(clash)} are set by the trainer (power_level, power_p, epsilon, "
                 "epsilon_high, loss_agg, beta, entropy_coef); set those fields instead"
             )
-        if self.power_level not in _LEVELS:
-            raise ValueError(f"power_level: expected one of {_LEVELS}, got {self.power_level!r}")
+        if self.power_level not in LEVELS:
+            raise ValueError(f"power_level: expected one of {LEVELS}, got {self.power_level!r}")
         if isinstance(self.power_p, bool) or not isinstance(self.power_p, int | float) or math.isnan(self.power_p):
             raise ValueError(f"power_p: expected a real number, got {self.power_p!r}")
         if self.p_learning_rate is not None and not self.p_learning_rate > 0:

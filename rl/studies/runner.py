@@ -50,7 +50,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from rl.studies.spec import RunSpec, StudySpec
+from rl._io import atomic_write_json, remove_stale_temps
+from rl.studies.spec import EXECUTORS, RunSpec, StudySpec
 
 __all__ = [
     "RESULT_FORMAT",
@@ -66,38 +67,10 @@ __all__ = [
 ]
 
 RESULT_FORMAT = "hmpo-run/1"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 DEFAULT_RUN_FN = "rl.studies.runner:train_run"
-EXECUTORS = ("local", "ray", "inline")
 
 
 # ----------------------------------------------------------------------------- files
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    """Write JSON to ``path`` so that readers see the old file or the new one, never a part.
-
-    The text goes to a temp file in the same directory (same file system), is flushed and
-    fsynced, then ``os.replace`` renames it over ``path`` (atomic on POSIX and Windows).
-    Non-finite floats are written as NaN/Infinity (Python's json reads them back).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; results are ordinary files
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
 
 def read_metrics_jsonl(path: Path) -> list[dict[str, Any]]:
     """Per-step rows of a trainer's metrics.jsonl, one per step.
@@ -525,8 +498,7 @@ def run_study(
     study_dir = Path(out_dir)
     runs_dir = study_dir / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
-    for stale in runs_dir.glob(".*.tmp"):  # left by a process killed inside atomic_write_json
-        stale.unlink(missing_ok=True)
+    remove_stale_temps(runs_dir)  # left by a process killed inside atomic_write_json
     fn_path = run_fn or spec.run_fn or DEFAULT_RUN_FN
     resolve_run_fn(fn_path)  # fail fast, before any process starts
 

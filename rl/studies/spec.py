@@ -61,6 +61,7 @@ __all__ = [
     "VARIANT_ALIASES",
     "CLIP_WINDOWS",
     "MIN_SEEDS_FOR_COMPARISON",
+    "EXECUTORS",
     "StudySpec",
     "RunSpec",
     "canonical_variant",
@@ -74,6 +75,8 @@ __all__ = [
 ]
 
 MIN_SEEDS_FOR_COMPARISON = 5
+#: where a study's runs execute (rl.studies.runner); the CLI offers the same choices
+EXECUTORS = ("local", "ray", "inline")
 
 # Loss settings each named variant stands for (keys follow rl.losses.policy_loss; "learn_p"
 # asks the trainer to hold p as a parameter and train it with the policy).

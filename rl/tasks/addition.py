@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from rl._io import atomic_save
 from rl.policies.base import Env, Policy
 from rl.policies.tiny_lm import TinyLMConfig, TinyLMPolicy
 
@@ -265,12 +266,6 @@ def success_rate(
     return float(score(prompts, r.tokens, r.mask, n_digits).mean())
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _make_policy(config: WarmStartConfig) -> TinyLMPolicy:
     torch.manual_seed(config.seed)  # initial weights: deterministic given the seed
     return TinyLMPolicy(config.model, eos_id=EOS, pad_id=PAD, max_new_tokens=config.max_new_tokens)
@@ -348,7 +343,7 @@ def warm_start(
         state = {**{k: blob[k] for k in state}, "cpu": blob.get("cpu", 0.0)}
 
     def checkpoint(state: dict) -> None:
-        _atomic_save({"model": policy.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+        atomic_save({"model": policy.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                       "gen": gen.get_state(), **state}, partial)
 
     from rich.progress import Progress, TextColumn
@@ -384,7 +379,7 @@ def warm_start(
         "history": history,
         "config": config.to_dict(),
     }
-    _atomic_save({"model": policy.state_dict(), "info": info}, path)
+    atomic_save({"model": policy.state_dict(), "info": info}, path)
     partial.unlink(missing_ok=True)
     return policy, {**info, "cached": False, "key": key, "path": str(path)}
 

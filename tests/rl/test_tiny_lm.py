@@ -248,14 +248,14 @@ def test_warm_start_is_cached_resumable_and_deterministic(tmp_path, monkeypatch)
 
     # Interrupted after its first checkpoint (step 10), then resumed: the same weights as
     # the uninterrupted run above, which also shows that training is deterministic.
-    real_save = addition._atomic_save
+    real_save = addition.atomic_save
 
     def save_then_crash(obj, path):
         real_save(obj, path)
         if "partial" in path.name:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(addition, "_atomic_save", save_then_crash)
+    monkeypatch.setattr(addition, "atomic_save", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
         warm_start(TINY, cache_dir=tmp_path / "b", progress=False)
     monkeypatch.undo()
