@@ -103,6 +103,11 @@ def broadcast_to(t: torch.Tensor, shape: torch.Size, name: str, what: str) -> to
         ) from exc
 
 
+def first_index(bad: torch.Tensor) -> tuple[int, ...]:
+    """Index of the first True entry of a bool tensor that has one (for error messages)."""
+    return tuple(int(i) for i in torch.nonzero(bad)[0].tolist())
+
+
 def normalize_dim(dim: int, ndim: int) -> int:
     if not isinstance(dim, int) or isinstance(dim, bool):
         raise ValueError(f"dim: expected an int, got {type(dim).__name__}")

@@ -76,6 +76,7 @@ from meantheory._inputs import (
     broadcast_to,
     check_p_scalar,
     compute_dtype,
+    first_index,
     kind_of,
     normalize_dim,
     to_mask,
@@ -223,10 +224,6 @@ class _Prepared:
         return torch.where(self.finite, u, torch.zeros((), dtype=u.dtype, device=u.device))
 
 
-def _first_index(bad: torch.Tensor) -> tuple[int, ...]:
-    return tuple(int(i) for i in torch.nonzero(bad)[0].tolist())
-
-
 def _prepare(
     log_x: Any,
     p: Any,
@@ -266,7 +263,7 @@ def _prepare(
             if valid is not None:
                 bad = bad & valid
             if bool(bad.any()):
-                idx = _first_index(bad)
+                idx = first_index(bad)
                 raise ValueError(f"weights: must be finite and non-negative; got {w_b[idx].item()} at index {idx}")
         support = w_b > 0
         if valid is not None:
@@ -276,7 +273,7 @@ def _prepare(
             had = torch.ones_like(some) if valid is None else valid.any(dim=d)
             empty_w = had & ~some
             if bool(empty_w.any()):
-                raise ValueError(f"weights: all weights of a row are zero (first such row {_first_index(empty_w)})")
+                raise ValueError(f"weights: all weights of a row are zero (first such row {first_index(empty_w)})")
         valid = support
         one = torch.ones((), dtype=dtype, device=device)
         lw = torch.where(support, torch.log(torch.where(support, w_b, one)), -_INF)
@@ -289,7 +286,7 @@ def _prepare(
         if valid is not None:
             bad = bad & valid
         if bool(bad.any()):
-            idx = _first_index(bad)
+            idx = first_index(bad)
             what = "NaN" if torch.isnan(u[idx]) else "+inf"
             raise ValueError(f"{name}: {what} at unmasked index {idx}; only finite values or -inf (a zero) are allowed")
 
@@ -316,7 +313,7 @@ def _prepare(
                     f"p: shape {tuple(p_t.shape)} does not broadcast to the reduced shape {tuple(reduced)}"
                 ) from exc
         if check and bool(torch.isnan(p_b).any()):
-            raise ValueError(f"p: NaN at index {_first_index(torch.isnan(p_b))}")
+            raise ValueError(f"p: NaN at index {first_index(torch.isnan(p_b))}")
     return _Prepared(kind=kind, u=u, valid=valid, logw=logw, p=p_b, p_float=p_float, dim=d, keepdim=keepdim,
                      check=check)
 
@@ -915,7 +912,7 @@ def power_mean(
         sel = xt if m is None else torch.where(m, xt, torch.ones((), dtype=dtype, device=xt.device))
         bad = ~(torch.isfinite(sel) & (sel >= 0))
         if bool(bad.any()):
-            idx = _first_index(bad)
+            idx = first_index(bad)
             raise ValueError(
                 f"x: power means need finite values >= 0; got {xt[idx].item()} at unmasked index {idx}"
             )

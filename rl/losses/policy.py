@@ -56,6 +56,7 @@ from typing import Any
 
 import torch
 
+from meantheory._inputs import first_index
 from rl.losses.adaptive import ADAPTIVE_PS, ADAPTIVE_THRESHOLDS, adaptive_signal, check_thresholds, select_p
 from rl.losses.aggregation import check_agg, check_scale, row_weights
 from rl.losses.kl import KL_ESTIMATORS, kl_estimate
@@ -129,10 +130,6 @@ def _compute_dtype(*ts: torch.Tensor | None) -> torch.dtype:
     return torch.float64 if any(t is not None and t.dtype == torch.float64 for t in ts) else torch.float32
 
 
-def _first_bad(bad: torch.Tensor) -> tuple[int, ...]:
-    return tuple(int(i) for i in torch.nonzero(bad)[0].tolist())
-
-
 def _run_checks(checks: list[tuple[str, torch.Tensor, Any]]) -> None:
     """One device sync for all value checks: ``(message, flag, locate)`` with ``flag`` a 0-d bool
     tensor; ``locate()`` gives the boolean mask of offending entries, built only on failure."""
@@ -141,7 +138,7 @@ def _run_checks(checks: list[tuple[str, torch.Tensor, Any]]) -> None:
     flags = torch.stack([flag.reshape(()) for _, flag, _ in checks]).tolist()
     for (msg, _, locate), flag in zip(checks, flags, strict=True):
         if flag:
-            raise ValueError(f"{msg} (first at index {_first_bad(locate())})")
+            raise ValueError(f"{msg} (first at index {first_index(locate())})")
 
 
 def _resolve_p(p: Any, mask: torch.Tensor, B: int) -> Any:
