@@ -37,7 +37,7 @@ def test_plain_function_snippet(capsys):
 
 def test_trl_snippet(tmp_path, monkeypatch):
     pytest.importorskip("trl")
-    from integrations_tiny_lm import tiny_llama, tiny_tokenizer
+    from tests.integrations.integrations_tiny_lm import tiny_llama, tiny_tokenizer
 
     model_dir = tmp_path / "tiny-llama"
     tiny_llama().save_pretrained(model_dir)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from meantheory import dlog_power_mean_dp, log_power_mean, mean_weights, power_mean
 from meantheory import reference as ref
-from mt_helpers import DEVICES, SPECIAL_P, any_p, finite_p, mask_for, rows, tol32, tol64, weights_for, with_padding
+from tests.meantheory.mt_helpers import DEVICES, SPECIAL_P, any_p, finite_p, mask_for, rows, tol32, tol64, weights_for, with_padding
 
 
 @st.composite

@@ -11,7 +11,7 @@ import torch
 from torch.autograd import gradcheck, gradgradcheck
 
 from meantheory import dlog_power_mean_dp, log_power_mean, mean_weights, power_mean, reference
-from mt_helpers import DEVICES
+from tests.meantheory.mt_helpers import DEVICES
 
 D = torch.float64
 

@@ -15,7 +15,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from meantheory import dlog_power_mean_dp, log_power_mean, mean_weights, power_mean
-from mt_helpers import DEVICES, any_p, finite_p, rows, tol64
+from tests.meantheory.mt_helpers import DEVICES, any_p, finite_p, rows, tol64
 
 T = torch.tensor
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from proofs import DEFAULT_IMPL, THEOREMS, Status
 
-from proofs_helpers import HypothesisDrawer
+from tests.proofs.proofs_helpers import HypothesisDrawer
 
 NUMERIC = [th for th in THEOREMS if th.make_case is not None]
 
