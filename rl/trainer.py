@@ -44,7 +44,8 @@ from rl.advantages import group_advantages
 from rl.envs import make_env
 from rl.envs.oracle import exact_expected_reward, supports_oracle
 from rl.losses import LearnablePowerMean, policy_loss
-from rl.policies.base import Env, Policy, check_rollout
+from rl.envs.base import Env
+from rl.policies.base import Policy, check_rollout
 
 __all__ = ["TrainConfig", "TrainHooks", "TrainResult", "train", "build_optimizer", "OPTIMIZERS",
            "DEFAULT_LR"]

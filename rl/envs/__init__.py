@@ -11,7 +11,7 @@ import inspect
 
 from rl.envs.bandits import ContextualSequenceBandit, KArmedBandit, SequenceBandit
 from rl.envs.oracle import enumerate_answers, exact_expected_reward, exact_policy_gradient, supports_oracle
-from rl.policies.base import Env
+from rl.envs.base import Env
 
 __all__ = [
     "ENVS", "make_env", "available_envs", "KArmedBandit", "SequenceBandit", "ContextualSequenceBandit",

@@ -26,7 +26,8 @@ import math
 
 import torch
 
-from rl.policies.base import Env, Policy
+from rl.envs.base import Env
+from rl.policies.base import Policy
 from rl.policies.tabular import AutoregressivePolicy, TabularPolicy, context_ids
 
 __all__ = ["KArmedBandit", "SequenceBandit", "ContextualSequenceBandit", "NOISE_KINDS", "REWARD_KINDS"]

@@ -21,7 +21,8 @@ import itertools
 
 import torch
 
-from rl.policies.base import Env, Policy
+from rl.envs.base import Env
+from rl.policies.base import Policy
 
 __all__ = ["enumerate_answers", "exact_expected_reward", "exact_policy_gradient", "supports_oracle",
            "MAX_ANSWERS"]

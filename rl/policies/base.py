@@ -1,4 +1,4 @@
-"""The policy/environment protocol the trainer speaks (contract 2 of the project brief).
+"""The policy protocol the trainer speaks (the environment's half is :mod:`rl.envs.base`).
 
 A *rollout* is a batch of sampled answers: ``tokens`` [B, T] with a ``mask`` [B, T] that is
 False after EOS or on padding, and ``logp`` [B, T], the detached log-probability of each
@@ -7,10 +7,9 @@ sampled token under the policy that sampled it (0 where the mask is False).
 A *policy* is a ``torch.nn.Module`` that can sample one answer per prompt row, score given
 answers (differentiably) and, optionally, report per-token entropies.
 
-An *environment* draws prompts, scores answers and builds a fresh policy suited to it.
-Environments without prompts (the bandits) return an empty LongTensor of shape [n, 0] from
-``sample_prompts`` rather than None, so that ``Policy.sample`` still learns the batch size
-from ``prompts.shape[0]``; ``None`` remains allowed for policies that do not need it.
+Environments without prompts (the bandits) hand the policy an empty LongTensor of shape
+[n, 0] rather than None, so that ``Policy.sample`` still learns the batch size from
+``prompts.shape[0]``; ``None`` remains allowed for policies that do not need it.
 
 Reference: the sampling / scoring split follows the rollout / actor split of verl and TRL.
 """
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Rollout", "Policy", "Env", "check_rollout", "check_temperature", "gather_logp_entropy"]
+__all__ = ["Rollout", "Policy", "check_rollout", "check_temperature", "gather_logp_entropy"]
 
 
 @dataclass
@@ -156,45 +155,3 @@ class Policy(torch.nn.Module, abc.ABC):
         with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
             ent = self.entropy(prompts, tokens, mask, temperature=temperature)
         return logp, ent
-
-
-class Env(abc.ABC):
-    """A verifiable task: prompts, a reward for each answer, and a policy to train on it.
-
-    Attributes:
-        name: the registry name ("bandit", "seq-bandit", ...).
-
-    Subclasses implement:
-        sample_prompts(n, generator) -> LongTensor [n, P] (P may be 0) or None
-        reward(prompts, tokens, mask) -> float32 Tensor [B]
-        make_policy(**kw) -> Policy   (a fresh, untrained policy; kw are policy options)
-
-    Environments with internal randomness (noisy rewards) keep it in their own
-    ``torch.Generator`` and expose it through ``state_dict`` / ``load_state_dict`` so that a
-    resumed run equals an uninterrupted one; the defaults below suit stateless environments.
-    """
-
-    name: str = "env"
-
-    @abc.abstractmethod
-    def sample_prompts(self, n: int, generator: torch.Generator) -> torch.Tensor | None:
-        raise NotImplementedError
-
-    @abc.abstractmethod
-    def reward(
-        self, prompts: torch.Tensor | None, tokens: torch.Tensor, mask: torch.Tensor
-    ) -> torch.Tensor:
-        raise NotImplementedError
-
-    @abc.abstractmethod
-    def make_policy(self, **kw) -> Policy:
-        raise NotImplementedError
-
-    def state_dict(self) -> dict:
-        """Internal random state to checkpoint (empty for deterministic environments)."""
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore what ``state_dict`` returned."""
-        if state:
-            raise ValueError(f"{type(self).__name__} is stateless but got state keys {sorted(state)}")

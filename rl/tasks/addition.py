@@ -33,7 +33,8 @@ from typing import Any
 import torch
 
 from rl._io import atomic_save
-from rl.policies.base import Env, Policy
+from rl.envs.base import Env
+from rl.policies.base import Policy
 from rl.policies.tiny_lm import TinyLMConfig, TinyLMPolicy
 
 __all__ = [
