@@ -20,6 +20,11 @@ row is printed too.
 
 Prints steps/s and completions/s for each side and the ratio ours / TRL. Timings exclude the
 first (warm-up) step. Nothing is asserted. The TRL side runs when ``trl`` imports.
+
+    python benchmarks/bench_rl_throughput.py --first-pass [--rounds 6] [--steps 20] [--threads 1]
+
+measures instead what the trainer's first-pass mode saves (rl.trainer.scoring): steps/s with it
+and with a separate scoring pass, on the default seq-bandit and on the tiny LM, paired.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 
 from rl.policies.tiny_lm import TinyLMConfig  # noqa: E402
+from rl.trainer import TrainConfig, TrainHooks, train  # noqa: E402
 from rl.tasks.addition import EOS, PAD, VOCAB_SIZE, AdditionEnv, AdditionTokenizer, WarmStartConfig, score  # noqa: E402
 
 MODEL = TinyLMConfig(vocab_size=VOCAB_SIZE, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=32)
@@ -47,51 +53,56 @@ def _env(length: int) -> AdditionEnv:
     return AdditionEnv(WarmStartConfig(n_digits=n_digits, model=MODEL), progress=False)
 
 
+def _step_times(cfg, env=None) -> list[float]:
+    """Seconds per step of rl.trainer.train, from one time stamp per finished step; the first
+    step (warm-up: lazy imports, allocator) is dropped."""
+    stamps: list[float] = []
+    train(cfg, env=env, hooks=TrainHooks(step_end=lambda step, record: stamps.append(time.perf_counter())))
+    return [b - a for a, b in zip(stamps, stamps[1:])]
+
+
 def bench_ours(args, kl_every: int = 0) -> list[float]:
-    """Seconds per step of rl.trainer.train (or of a bare sample + log_probs + backward + step).
+    """Seconds per step of rl.trainer.train on the tiny LM.
 
     ``kl_every=0`` skips the post-update KL(old || new) metric, a teacher-forced pass that TRL
     does not make; ``kl_every=1`` is the trainer's default (the pass every step)."""
-    env = _env(args.length)
-    try:
-        from rl.trainer import TrainConfig, TrainHooks, train
-    except ImportError:
-        train = None
-    if train is None:  # the trainer is not there: time the core of a step by hand
-        policy = env.make_policy(pretrained=False)
-        opt = torch.optim.AdamW(policy.parameters(), lr=1e-4)
-        g = torch.Generator().manual_seed(0)
-        times = []
-        for _ in range(args.steps + 1):
-            t0 = time.perf_counter()
-            prompts = env.sample_prompts(args.prompts, g).repeat_interleave(args.group, 0)
-            r = policy.sample(prompts, g)
-            rew = env.reward(prompts, r.tokens, r.mask).view(-1, args.group)
-            adv = ((rew - rew.mean(1, keepdim=True)) / (rew.std(1, keepdim=True) + 1e-6)).view(-1)
-            lp = policy.log_probs(prompts, r.tokens, r.mask)
-            loss = -(adv[:, None] * lp).sum() / r.mask.sum()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            times.append(time.perf_counter() - t0)
-        return times[1:]
-
-    stamps: list[float] = []
-    hooks = TrainHooks(step_end=lambda step, record: stamps.append(time.perf_counter()))
     cfg = TrainConfig(env="tiny-lm", policy_kwargs={"pretrained": False}, steps=args.steps + 1,
                       prompts_per_step=args.prompts, group_size=args.group, epochs=1, minibatches=1,
-                      optimizer="adamw", lr=1e-4, seed=0, exact_every=0,
-                      kl_every=kl_every)
-    t0 = time.perf_counter()
-    res = train(cfg, env=env, hooks=hooks)
-    total = time.perf_counter() - t0
-    if len(stamps) == args.steps + 1:
-        return [b - a for a, b in zip(stamps, stamps[1:])]
-    recs = getattr(res, "records", None) or []
-    per = [r.get("time") for r in recs if isinstance(r, dict) and r.get("time") is not None]
-    if len(per) == args.steps + 1:
-        return per[1:]
-    return [total / (args.steps + 1)] * args.steps
+                      optimizer="adamw", lr=1e-4, seed=0, exact_every=0, kl_every=kl_every)
+    return _step_times(cfg, _env(args.length))
+
+
+def bench_first_pass(args) -> None:
+    """First-pass mode (rl.trainer.scoring) against a separate no-grad scoring pass, paired.
+
+    With one minibatch and lag 0 the first update's forward pass supplies old_logp and the
+    entropy metric; the peer computes both by a teacher-forced pass of the behaviour policy
+    before the updates (``Scoring("behaviour-pass", "behaviour-pass")``, otherwise the same
+    run). Both on the trainer's default settings: the default seq-bandit (``TrainConfig()``)
+    and the tiny LM of this benchmark (random init, ``--prompts`` x ``--group``). Rounds
+    alternate the order of the two; the ratio is of the medians of all step times."""
+    import rl.trainer as trainer
+
+    plans = {"first-pass": trainer.scoring,
+             "separate pass": lambda cfg: trainer.Scoring("behaviour-pass", "behaviour-pass")}
+    cases = {
+        "seq-bandit (default)": lambda: (TrainConfig(steps=args.steps + 1), None),
+        "tiny LM": lambda: (TrainConfig(env="tiny-lm", policy_kwargs={"pretrained": False}, steps=args.steps + 1,
+                                        prompts_per_step=args.prompts, group_size=args.group, lr=1e-4),
+                            _env(args.length)),
+    }
+    print(f"{'case':<24}{'first-pass s/step':>19}{'separate s/step':>17}{'steps/s ratio':>15}")
+    for name, make in cases.items():
+        times = {k: [] for k in plans}
+        for r in range(args.rounds):
+            for k in (list(plans) if r % 2 == 0 else list(plans)[::-1]):
+                trainer.scoring = plans[k]
+                try:
+                    times[k] += _step_times(*make())
+                finally:
+                    trainer.scoring = plans["first-pass"]
+        a, b = statistics.median(times["first-pass"]), statistics.median(times["separate pass"])
+        print(f"{name:<24}{a:>19.5f}{b:>17.5f}{b / a:>14.3f}x")
 
 
 def bench_trl(args) -> list[float] | None:
@@ -162,9 +173,16 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10, help="timed steps per side (after one warm-up)")
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds; the median step time is kept")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--first-pass", action="store_true",
+                    help="instead: first-pass mode vs a separate scoring pass (seq-bandit and tiny LM)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.first_pass:
+        print(f"first-pass mode vs separate scoring pass | {args.rounds} rounds x {args.steps} timed steps | "
+              f"CPU threads {torch.get_num_threads()}")
+        bench_first_pass(args)
+        return
     print(f"tiny LM d_model={MODEL.d_model} layers={MODEL.n_layers} heads={MODEL.n_heads}/{MODEL.kv_heads} "
           f"| batch {args.prompts} prompts x G={args.group} = {args.prompts * args.group} completions "
           f"of <= {args.length} tokens | CPU threads {torch.get_num_threads()}")

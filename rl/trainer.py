@@ -1,6 +1,6 @@
 """A compact group-policy trainer (GRPO / GSPO / HMPO / any power mean), readable top to bottom.
 
-One training step, in the order the code runs it (CleanRL's ppo.py is the model):
+One training step, in the order :func:`train` runs it (CleanRL's ppo.py is the model):
 
     1. prompts      n = prompts_per_step prompts from the environment, each repeated G times
     2. rollout      one answer per row, sampled by the behaviour policy pi_{t-k}
@@ -8,12 +8,19 @@ One training step, in the order the code runs it (CleanRL's ppo.py is the model)
     3. rewards      r_i from the environment
     4. advantages   A_i = (r_i - mean_group) / std_group   (rl.advantages.group_advantages)
     5. old logp     log pi_{t-k}(y_i,t), fixed for the whole step (the ratio's denominator)
+                    -- steps 1 to 5 are :func:`collect`, which returns a :class:`Batch`
     6. updates      E epochs x M minibatches of rl.losses.policy_loss, each followed by an
                     optimizer step (after gradient clipping and the non-finite guard)
-    7. log          one JSON line per step in metrics.jsonl; a checkpoint every few steps
+                    -- :func:`update`, which returns :class:`UpdateStats`
+    7. log          one JSON line per step in metrics.jsonl (:func:`record`); a checkpoint
+                    every few steps (:meth:`RunState.state_dict`)
 
 Off-policy degree is first class: with E = M = 1 and k = 0 every update is on-policy, where
 every power mean gives the same gradient; E > 1, M > 1 or k > 0 make the means differ.
+
+Where the old log-probs and the entropy metric come from is decided once per run by
+:func:`scoring`; with one minibatch per epoch the first update's own forward pass supplies
+them (first-pass mode, documented there with its measured gain).
 
 Determinism: every random draw of the loop (prompts, sampling, minibatch shuffles) comes from
 one torch.Generator seeded by ``seed``; the policy's initialisation uses the global generator
@@ -25,13 +32,15 @@ counters, so a resumed run reproduces an uninterrupted one (on CPU, same thread 
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
 import dataclasses
+import functools
 import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,18 +51,22 @@ from rl._io import atomic_save, atomic_write_text
 from rl._json import jsonable
 from rl.advantages import group_advantages
 from rl.envs import make_env
+from rl.envs.base import Env
 from rl.envs.oracle import exact_expected_reward, supports_oracle
 from rl.losses import LearnablePowerMean, policy_loss
-from rl.envs.base import Env
-from rl.policies.base import Policy, check_rollout
+from rl.optim import MuonClip, find_attention_modules, muon_with_adamw
+from rl.policies.base import Policy, Rollout, check_rollout
 
-__all__ = ["TrainConfig", "TrainHooks", "TrainResult", "train", "build_optimizer", "OPTIMIZERS",
-           "DEFAULT_LR"]
+__all__ = ["TrainConfig", "TrainHooks", "TrainResult", "RunState", "Batch", "UpdateStats", "Scoring",
+           "train", "collect", "update", "record", "scoring", "build_loss", "build_optimizer",
+           "OPTIMIZERS", "DEFAULT_LR", "OLD_LOGP_SOURCES", "ENTROPY_SOURCES"]
 
 OPTIMIZERS = ("adamw", "muon", "muonclip")
 DEFAULT_LR = 0.05  # for the bandits' small policies; an environment may set ``default_lr``
 METRICS_FILE, CHECKPOINT_FILE, CONFIG_FILE, SUMMARY_FILE, POLICY_FILE = (
     "metrics.jsonl", "checkpoint.pt", "config.json", "summary.json", "policy.pt")
+# options of rl.losses.policy_loss that are tensors of the batch: the trainer supplies them
+TRAINER_SUPPLIED_LOSS_OPTIONS = ("ref_logp", "entropy")
 
 
 @dataclass
@@ -83,7 +96,7 @@ class TrainConfig:
     environment supports enumeration; 0 = never; J at the start and the end go to the summary
     whenever supported), ``recompute_old_logp`` (old log-probs by a teacher-forced pass of the
     behaviour policy rather than the sampler's; with ``policy_lag`` 0 and one minibatch the
-    first epoch's own forward pass supplies them, so they cost nothing), ``kl_every`` (log
+    first epoch's own forward pass supplies them, see :func:`scoring`), ``kl_every`` (log
     KL(old || new) after the step's updates every this many steps; 0 = never; each costs one
     teacher-forced pass).
     Learnable exponent: ``learnable_p`` trains p with rl.losses.LearnablePowerMean, started at
@@ -170,6 +183,28 @@ class TrainConfig:
                 raise ValueError("TrainConfig.learnable_p needs a sequence-level loss; level 'token' has no p")
             if self.p_lr is not None and (not math.isfinite(self.p_lr) or self.p_lr <= 0):
                 raise ValueError(f"TrainConfig.p_lr must be None or > 0, got {self.p_lr}")
+        self._validate_loss()
+
+    def _validate_loss(self) -> None:
+        """The loss settings fail here, before any training, rather than at the first minibatch."""
+        supplied = sorted(set(TRAINER_SUPPLIED_LOSS_OPTIONS) & set(self.loss_options))
+        if supplied:
+            raise ValueError(f"TrainConfig.loss_options must not set {supplied}: the trainer supplies them")
+        try:
+            _probe_loss(build_loss(self, self.p), self)
+        except ValueError as exc:
+            raise ValueError(f"TrainConfig loss settings (level, p, eps_low, eps_high, agg, loss_options): "
+                             f"{exc}") from exc
+
+    @property
+    def kl_coef(self) -> float:
+        """Weight of the KL penalty to the initial policy (``loss_options["kl_coef"]``, 0 when unset)."""
+        return float(self.loss_options.get("kl_coef") or 0.0)
+
+    @property
+    def entropy_coef(self) -> float:
+        """Weight of the entropy bonus (``loss_options["entropy_coef"]``, 0 when unset)."""
+        return float(self.loss_options.get("entropy_coef") or 0.0)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -231,51 +266,82 @@ class TrainResult:
     p_module: torch.nn.Module | None = None  # the LearnablePowerMean when cfg.learnable_p
 
 
-class _Chain:
-    """Several optimizers stepped together (Muon for matrices + AdamW for the rest)."""
+@dataclass
+class TrainResult:
+    """What ``train`` returns: the per-step records, the trained policy and how the run ended.
 
-    def __init__(self, optimizers: list[torch.optim.Optimizer]):
-        self.optimizers = optimizers
+    ``stop_reason`` is "completed" or "nonfinite" (``max_nonfinite`` consecutive skipped
+    updates). ``summary`` (also written to summary.json) holds first/last reward means, exact
+    rewards when available, the skip count, the elapsed time, steps per second and, for a
+    learnable p, ``p_final``.
+    """
 
-    @property
-    def param_groups(self) -> list[dict]:
-        return [g for o in self.optimizers for g in o.param_groups]
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for o in self.optimizers:
-            o.zero_grad(set_to_none=set_to_none)
-
-    def step(self) -> None:
-        for o in self.optimizers:
-            o.step()
-
-    def state_dict(self) -> dict:
-        return {"optimizers": [o.state_dict() for o in self.optimizers]}
-
-    def load_state_dict(self, state: dict) -> None:
-        if len(state["optimizers"]) != len(self.optimizers):
-            raise ValueError("checkpoint optimizer chain has a different length")
-        for o, s in zip(self.optimizers, state["optimizers"]):
-            o.load_state_dict(s)
+    config: TrainConfig
+    records: list[dict]
+    policy: Policy
+    env: Env
+    steps_done: int
+    nonfinite_skips: int
+    stop_reason: str
+    summary: dict
+    out: Path | None
+    p_module: torch.nn.Module | None = None  # the LearnablePowerMean when cfg.learnable_p
 
 
-def _muon_split(policy: torch.nn.Module) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
-    """(matrices for Muon, the rest for AdamW). Embedding tables go to AdamW, as Muon's authors
-    advise (Jordan et al. 2024, "Muon: an optimizer for hidden layers"): they are lookups, not
-    linear maps; so does an untied output head named ``lm_head`` (as in rl.optim.muon_with_adamw)."""
-    emb = {id(m.weight) for m in policy.modules() if isinstance(m, torch.nn.Embedding)}
-    mat, rest = [], []
-    for name, prm in policy.named_parameters():  # named_parameters yields a tied weight once
-        if not prm.requires_grad:
-            continue
-        hidden = prm.ndim == 2 and id(prm) not in emb and "lm_head" not in name.split(".")
-        (mat if hidden else rest).append(prm)
-    return mat, rest
+# ---- the loss, configured once per run ------------------------------------------------------------
+
+LossFn = Callable[..., tuple[torch.Tensor, dict[str, Any]]]
 
 
-def _has_qk(policy: torch.nn.Module) -> bool:
-    names = [n.rsplit(".", 1)[-1] for n, _ in policy.named_modules()]
-    return "q_proj" in names and "k_proj" in names
+def build_loss(cfg: TrainConfig, p: float | torch.nn.Module) -> LossFn:
+    """The run's policy loss with every setting of ``cfg`` bound, built once per run.
+
+    Returns ``loss_fn(logp, old_logp, advantages, mask, *, ref_logp=None, entropy=None)
+    -> (loss, metrics)``, rl.losses.policy_loss with ``level``, ``p`` (``cfg.p`` or the run's
+    LearnablePowerMean), ``eps_low``, ``eps_high``, ``agg`` and ``loss_options``. Once rl.losses
+    offers a validated configuration record, this is
+    ``functools.partial(loss_from_config, LossConfig.create(...))``: :func:`update` calls
+    nothing else.
+    """
+    return functools.partial(policy_loss, level=cfg.level, p=p, eps_low=cfg.eps_low, eps_high=cfg.eps_high,
+                             agg=cfg.agg, **cfg.loss_options)
+
+
+def _probe_loss(loss_fn: LossFn, cfg: TrainConfig) -> None:
+    """One call on a two-sequence, two-token on-policy batch, so that a bad loss setting raises the
+    loss's own ValueError now. The reference log-probs and entropies are passed exactly when the
+    options ask for them (their coefficients are checked by the loss itself)."""
+    zeros = torch.zeros(2, 2)
+    loss_fn(zeros, zeros, torch.tensor([1.0, -1.0]), torch.ones(2, 2, dtype=torch.bool),
+            ref_logp=zeros if cfg.loss_options.get("kl_coef") else None,
+            entropy=zeros if cfg.loss_options.get("entropy_coef") else None)
+
+
+# ---- optimizers ---------------------------------------------------------------------------------------
+
+def build_optimizer(policy: Policy, cfg: TrainConfig, lr: float):
+    """AdamW; Muon (torch.optim.Muon on 2-D weights, AdamW on the rest); or MuonClip.
+
+    Muon is rl.optim.muon_with_adamw: embedding tables and an untied ``lm_head`` go to AdamW, as
+    Muon's authors advise (Jordan et al. 2024), and ``adjust_lr_fn="match_rms_adamw"`` (Liu et al.
+    2025, "Muon is scalable for LLM training") lets one learning rate serve both halves. MuonClip
+    (rl.optim.MuonClip) wraps that chain and needs attention modules with q_proj/k_proj; a policy
+    without them raises ValueError instead of silently training without the clip.
+    """
+    params = _trainable(policy)
+    if not params:
+        raise ValueError("the policy has no trainable parameters")
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "muonclip" and not find_attention_modules(policy)[0]:
+        raise ValueError(f"optimizer 'muonclip' needs attention modules named q_proj and k_proj; "
+                         f"policy {type(policy).__name__} has none (use 'muon' or 'adamw')")
+    chain = muon_with_adamw(policy, lr=lr, weight_decay=cfg.weight_decay, momentum=cfg.muon_momentum,
+                            betas=cfg.betas)
+    if not any(isinstance(o, torch.optim.Muon) for o in chain.optimizers):
+        raise ValueError(f"optimizer {cfg.optimizer!r} needs 2-D weight matrices; policy "
+                         f"{type(policy).__name__} has none (use 'adamw')")
+    return chain if cfg.optimizer == "muon" else MuonClip(policy, chain, tau=cfg.muonclip_tau)
 
 
 def warmup_factor(step: int, warmup_steps: int) -> float:
@@ -283,38 +349,348 @@ def warmup_factor(step: int, warmup_steps: int) -> float:
     return 1.0 if warmup_steps <= 0 else min(1.0, step / warmup_steps)
 
 
-def build_optimizer(policy: Policy, cfg: TrainConfig, lr: float):
-    """AdamW; Muon (torch.optim.Muon on 2-D weights, AdamW on the rest); or MuonClip.
+def _trainable(module: torch.nn.Module) -> list[torch.nn.Parameter]:
+    return [q for q in module.parameters() if q.requires_grad]
 
-    Muon uses ``adjust_lr_fn="match_rms_adamw"`` (Liu et al. 2025, "Muon is scalable for LLM
-    training"), so one learning rate serves both halves. MuonClip (rl.optim.MuonClip, imported
-    only when chosen) wraps that Muon chain and needs attention q_proj/k_proj modules; a policy
-    without them raises ValueError instead of silently training without the clip.
+
+def _clone_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+# ---- the run's state ----------------------------------------------------------------------------------
+
+@dataclass
+class RunState:
+    """Everything a run carries from one step to the next; a checkpoint is its ``state_dict``.
+
+    ``behaviour`` samples the answers: ``policy`` itself at lag 0, else a frozen copy loaded
+    with ``snapshots[0]``, the policy's weights k steps ago (the deque holds the last k + 1).
+    ``ref_policy`` is a frozen copy of the initial policy (only with a KL penalty). ``generator``
+    makes every random draw of the loop. ``lr`` is the base learning rate, before the warm-up
+    factor. The counters: ``step`` (steps done), ``samples_seen``, ``skipped_total`` and
+    ``consecutive`` (skipped updates, all and in a row: the non-finite guard's count),
+    ``elapsed`` (training seconds up to ``step``), ``exact_init`` (J of the initial policy).
     """
-    params = [q for q in policy.parameters() if q.requires_grad]
-    if not params:
-        raise ValueError("the policy has no trainable parameters")
-    adamw = dict(lr=lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, **adamw)
-    mat, rest = _muon_split(policy)
-    if cfg.optimizer == "muonclip" and not _has_qk(policy):
-        raise ValueError(f"optimizer 'muonclip' needs attention modules named q_proj and k_proj; "
-                         f"policy {type(policy).__name__} has none (use 'muon' or 'adamw')")
-    if not mat:
-        raise ValueError(f"optimizer {cfg.optimizer!r} needs 2-D weight matrices; policy "
-                         f"{type(policy).__name__} has none (use 'adamw')")
-    opts: list[torch.optim.Optimizer] = [
-        torch.optim.Muon(mat, lr=lr, weight_decay=cfg.weight_decay, momentum=cfg.muon_momentum,
-                         adjust_lr_fn="match_rms_adamw")]
-    if rest:
-        opts.append(torch.optim.AdamW(rest, **adamw))
-    chain = _Chain(opts)
-    if cfg.optimizer == "muon":
-        return chain
-    from rl.optim import MuonClip  # lazily: only MuonClip runs need it
 
-    return MuonClip(policy, chain, tau=cfg.muonclip_tau)
+    env: Env
+    policy: Policy
+    behaviour: Policy
+    snapshots: collections.deque
+    ref_policy: Policy | None
+    optimizer: Any
+    p_module: LearnablePowerMean | None
+    p_optimizer: torch.optim.Optimizer | None
+    generator: torch.Generator
+    lr: float
+    step: int = 0
+    samples_seen: int = 0
+    skipped_total: int = 0
+    consecutive: int = 0
+    elapsed: float = 0.0
+    exact_init: float | None = None
+
+    @classmethod
+    def create(cls, cfg: TrainConfig, env: Env) -> RunState:
+        """A fresh run: the environment's policy initialised from ``cfg.seed``, its optimizer,
+        the behaviour and reference copies, the learnable p and its own AdamW."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            policy = env.make_policy(**cfg.policy_kwargs)
+        if not isinstance(policy, Policy):
+            raise ValueError(f"env.make_policy returned {type(policy).__name__}, not an rl.policies.Policy")
+        lr = cfg.lr if cfg.lr is not None else env.default_lr if env.default_lr is not None else DEFAULT_LR
+        optimizer = build_optimizer(policy, cfg, lr)
+        generator = torch.Generator().manual_seed(cfg.seed)
+        # learnable p: its own module and AdamW (p's gradient has nothing to do with the policy's
+        # scale, so it is neither clipped with the policy's global norm nor given Muon)
+        p_module = p_optimizer = None
+        if cfg.learnable_p:
+            p_module = LearnablePowerMean(float(cfg.p), p_min=float(cfg.p_range[0]), p_max=float(cfg.p_range[1]))
+            p_optimizer = torch.optim.AdamW(p_module.parameters(), lr=cfg.p_lr if cfg.p_lr is not None else lr,
+                                            betas=cfg.betas, weight_decay=0.0)
+        return cls(
+            env=env, policy=policy,
+            ref_policy=copy.deepcopy(policy).requires_grad_(False) if cfg.kl_coef > 0 else None,
+            behaviour=copy.deepcopy(policy).requires_grad_(False) if cfg.policy_lag > 0 else policy,
+            snapshots=collections.deque(maxlen=cfg.policy_lag + 1),
+            optimizer=optimizer, p_module=p_module, p_optimizer=p_optimizer, generator=generator, lr=lr,
+            exact_init=exact_expected_reward(env, policy) if supports_oracle(env) else None,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Weights, optimizer states, every random generator's state and the counters."""
+        return {
+            "step": self.step, "policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "env": self.env.state_dict(), "snapshots": list(self.snapshots),
+            "ref_policy": self.ref_policy.state_dict() if self.ref_policy is not None else None,
+            "p_module": self.p_module.state_dict() if self.p_module is not None else None,
+            "p_optimizer": self.p_optimizer.state_dict() if self.p_optimizer is not None else None,
+            "skipped_total": self.skipped_total, "consecutive": self.consecutive,
+            "samples_seen": self.samples_seen, "elapsed": self.elapsed, "exact_init": self.exact_init,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (into a state built from the same config)."""
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.env.load_state_dict(state["env"])
+        self.snapshots.clear()
+        self.snapshots.extend(state["snapshots"])
+        if self.ref_policy is not None:
+            self.ref_policy.load_state_dict(state["ref_policy"])
+        if self.p_module is not None:
+            self.p_module.load_state_dict(state["p_module"])
+            self.p_optimizer.load_state_dict(state["p_optimizer"])
+        self.step, self.skipped_total, self.consecutive = state["step"], state["skipped_total"], state["consecutive"]
+        self.samples_seen, self.elapsed, self.exact_init = state["samples_seen"], state["elapsed"], state["exact_init"]
+
+    def current_p(self, cfg: TrainConfig) -> float:
+        """The exponent in force: the learnable p's value, else ``cfg.p``."""
+        return float(self.p_module.p[0].detach()) if self.p_module is not None else float(cfg.p)
+
+
+# ---- where old log-probs and the entropy metric come from -------------------------------------------------
+
+SAMPLER, BEHAVIOUR_PASS, POLICY_PASS, FIRST_PASS = "sampler", "behaviour-pass", "policy-pass", "first-pass"
+OLD_LOGP_SOURCES = (SAMPLER, BEHAVIOUR_PASS, FIRST_PASS)
+ENTROPY_SOURCES = (BEHAVIOUR_PASS, POLICY_PASS, FIRST_PASS)
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """Where each step's old log-probs and its entropy metric come from (see :func:`scoring`).
+
+    ``old_logp``: "sampler" (the Rollout's own log-probs), "behaviour-pass" (a no-grad
+    teacher-forced pass of the behaviour policy) or "first-pass". ``entropy``: "behaviour-pass"
+    (the same pass: lag 0, so the behaviour policy is the current one), "policy-pass" (a no-grad
+    pass of the current policy) or "first-pass".
+    """
+
+    old_logp: str
+    entropy: str
+
+    def __post_init__(self) -> None:
+        if self.old_logp not in OLD_LOGP_SOURCES:
+            raise ValueError(f"Scoring.old_logp must be one of {OLD_LOGP_SOURCES}, got {self.old_logp!r}")
+        if self.entropy not in ENTROPY_SOURCES:
+            raise ValueError(f"Scoring.entropy must be one of {ENTROPY_SOURCES}, got {self.entropy!r}")
+
+    @property
+    def first_pass(self) -> bool:
+        """Whether the first update's forward pass supplies anything (first-pass mode)."""
+        return FIRST_PASS in (self.old_logp, self.entropy)
+
+
+def scoring(cfg: TrainConfig) -> Scoring:
+    """The one place that decides where a step's old log-probs and entropy metric come from.
+
+    First-pass mode (one minibatch per epoch). The first epoch's forward pass scores the whole
+    batch (shuffled) with the current policy before any of the step's updates, so its detached
+    per-token entropies are the step's entropy metric, and, when the behaviour policy is that
+    same policy (lag 0) and old log-probs are recomputed, its detached log-probs are old_logp
+    exactly: the first update's ratios are 1 bit for bit and no separate pass runs. It pays on
+    the tiny LM, where the pass saved is a transformer forward: 1.11x steps/s on the default
+    tiny-lm run (8 x 8, warm start), 1.25x on the benchmark's 16 x 8; on the default seq-bandit,
+    whose step is dominated by the exact reward and the KL pass, no difference is measurable
+    (0.99x to 1.02x). Paired, interleaved runs on one thread of a shared 2-core machine, ratio
+    of medians; ``benchmarks/bench_rl_throughput.py --first-pass`` measures it.
+
+    Otherwise (M > 1) old_logp is the sampler's (``recompute_old_logp=False``) or a no-grad
+    teacher-forced pass of the behaviour policy, and the entropy metric comes from that pass
+    when it is the current policy's (lag 0), else from a no-grad pass of the current policy.
+    """
+    if cfg.minibatches == 1:
+        if not cfg.recompute_old_logp:
+            return Scoring(SAMPLER, FIRST_PASS)
+        return Scoring(FIRST_PASS if cfg.policy_lag == 0 else BEHAVIOUR_PASS, FIRST_PASS)
+    if not cfg.recompute_old_logp:
+        return Scoring(SAMPLER, POLICY_PASS)
+    return Scoring(BEHAVIOUR_PASS, BEHAVIOUR_PASS if cfg.policy_lag == 0 else POLICY_PASS)
+
+
+# ---- 1-5: collect ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Batch:
+    """One step's data, fixed through its updates.
+
+    ``prompts`` [B, P] (n prompts, each repeated G times; P may be 0) or None; ``rollout`` the
+    behaviour policy's answers (tokens, mask and the sampler's log-probs, [B, T]); ``rewards``
+    and ``advantages`` [B]; ``old_logp`` [B, T], the behaviour policy's log-probs (None when the
+    first update pass supplies them); ``ref_logp`` [B, T] of the reference policy (None without
+    a KL penalty); ``entropy`` [B, T], the current policy's per-token entropy before the updates
+    (None when the first update pass supplies it).
+    """
+
+    prompts: torch.Tensor | None
+    rollout: Rollout
+    rewards: torch.Tensor
+    advantages: torch.Tensor
+    old_logp: torch.Tensor | None
+    ref_logp: torch.Tensor | None
+    entropy: torch.Tensor | None
+
+    @property
+    def size(self) -> int:
+        return self.rollout.batch_size
+
+
+def collect(cfg: TrainConfig, state: RunState, plan: Scoring) -> Batch:
+    """Steps 1-5: prompts, the behaviour policy's answers, rewards, group advantages, and the
+    old (and reference) log-probs and the entropy metric as ``plan`` says."""
+    if cfg.policy_lag > 0:  # snapshots[0] holds the weights of k steps ago (or the initial ones)
+        state.snapshots.append(_clone_state(state.policy))
+        state.behaviour.load_state_dict(state.snapshots[0])
+    prompts = state.env.sample_prompts(cfg.prompts_per_step, state.generator)
+    if prompts is not None:
+        prompts = prompts.repeat_interleave(cfg.group_size, dim=0)
+    with torch.no_grad():
+        rollout = state.behaviour.sample(prompts, state.generator, temperature=cfg.temperature)
+    check_rollout(rollout)
+    if rollout.batch_size != cfg.prompts_per_step * cfg.group_size:
+        raise ValueError(f"policy.sample returned {rollout.batch_size} rows for "
+                         f"{cfg.prompts_per_step} x {cfg.group_size} prompts")
+    tokens, mask, temp = rollout.tokens, rollout.mask, cfg.temperature
+    rewards = state.env.reward(prompts, tokens, mask).float()
+    advantages = group_advantages(rewards, cfg.group_size, std_normalize=cfg.std_normalize)
+    old_logp = entropy = None
+    with torch.no_grad():
+        if plan.old_logp == SAMPLER:
+            old_logp = rollout.logp
+        elif plan.entropy == BEHAVIOUR_PASS:
+            old_logp, entropy = state.behaviour.log_probs_and_entropy(prompts, tokens, mask, temperature=temp,
+                                                                      entropy_grad=False)
+        elif plan.old_logp == BEHAVIOUR_PASS:
+            old_logp = state.behaviour.log_probs(prompts, tokens, mask, temperature=temp)
+        ref_logp = (state.ref_policy.log_probs(prompts, tokens, mask, temperature=temp)
+                    if state.ref_policy is not None else None)
+        if plan.entropy == POLICY_PASS:
+            entropy = state.policy.entropy(prompts, tokens, mask, temperature=temp)
+    return Batch(prompts, rollout, rewards, advantages, old_logp, ref_logp, entropy)
+
+
+# ---- 6: update ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class UpdateStats:
+    """What a step's updates did. ``losses``, ``grad_norms`` (global norm before clipping) and
+    ``loss_metrics`` (name -> one value per update) cover the applied updates; ``skipped``
+    counts the skipped ones; ``stopped``: the non-finite guard ended the run. ``old_logp`` and
+    ``entropy`` are the old log-probs the loss used and the entropy metric (the batch's, or
+    the first update pass's)."""
+
+    losses: list[float]
+    grad_norms: list[float]
+    loss_metrics: dict[str, list[float]]
+    skipped: int
+    stopped: bool
+    old_logp: torch.Tensor
+    entropy: torch.Tensor | None
+
+
+def _minibatches(cfg: TrainConfig, size: int, generator: torch.Generator) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """(epoch, minibatch, row indices): each epoch shuffles the batch and splits it in M near-equal parts.
+    Lazy, so a run stopped mid-step draws no shuffle it does not use."""
+    for epoch in range(cfg.epochs):
+        order = torch.randperm(size, generator=generator)
+        for mb, idx in enumerate(torch.tensor_split(order, cfg.minibatches)):
+            yield epoch, mb, idx
+
+
+def update(cfg: TrainConfig, state: RunState, batch: Batch, plan: Scoring, loss_fn: LossFn, hooks: TrainHooks,
+           step: int) -> UpdateStats:
+    """Step 6: E epochs x M minibatches of ``loss_fn``, each followed by a guarded optimizer step.
+
+    An update whose loss or gradient is non-finite is skipped (weights and optimizer state
+    untouched); ``cfg.max_nonfinite`` consecutive skips, counted across steps, stop the run.
+    In first-pass mode the first epoch's forward pass also supplies what ``plan`` says.
+    """
+    if plan.first_pass and cfg.minibatches != 1:
+        raise ValueError("first-pass scoring needs one minibatch per epoch (its first pass must see the whole batch)")
+    policy, temp, bonus = state.policy, cfg.temperature, cfg.entropy_coef > 0
+    old_logp = batch.old_logp if plan.old_logp != FIRST_PASS else torch.zeros_like(batch.rollout.logp)
+    entropy = batch.entropy
+    losses, grad_norms, loss_metrics, skipped, stopped = [], [], collections.defaultdict(list), 0, False
+    for epoch, mb, idx in _minibatches(cfg, batch.size, state.generator):
+        prompts = batch.prompts[idx] if batch.prompts is not None else None
+        tokens, mask = batch.rollout.tokens[idx], batch.rollout.mask[idx]
+        first_pass = plan.first_pass and epoch == 0
+        if bonus or first_pass:
+            logp, ent = policy.log_probs_and_entropy(prompts, tokens, mask, temperature=temp, entropy_grad=bonus)
+        else:
+            logp, ent = policy.log_probs(prompts, tokens, mask, temperature=temp), None
+        if first_pass and plan.old_logp == FIRST_PASS:
+            old_logp[idx] = logp.detach()
+        if first_pass and plan.entropy == FIRST_PASS and ent is not None:
+            entropy = torch.zeros_like(batch.rollout.logp)
+            entropy[idx] = ent.detach()
+        if hooks.minibatch is not None:
+            hooks.minibatch(step, epoch, mb, logp.detach(), old_logp[idx], mask)
+        loss, metrics = loss_fn(logp, old_logp[idx], batch.advantages[idx], mask,
+                                ref_logp=batch.ref_logp[idx] if batch.ref_logp is not None else None,
+                                entropy=ent if bonus else None)
+        if hooks.loss is not None:
+            loss = hooks.loss(step, epoch, mb, loss)
+        after_backward = (functools.partial(hooks.after_backward, step, epoch, mb, policy)
+                          if hooks.after_backward is not None else None)
+        grad_norm = _guarded_step(cfg, state, loss, after_backward)
+        if grad_norm is None:
+            skipped, state.skipped_total, state.consecutive = skipped + 1, state.skipped_total + 1, state.consecutive + 1
+            stopped = state.consecutive >= cfg.max_nonfinite
+            if stopped:
+                break
+            continue
+        state.consecutive = 0
+        losses.append(float(loss.detach()))
+        grad_norms.append(grad_norm)
+        for k, v in metrics.items():
+            if isinstance(v, int | float | torch.Tensor):
+                loss_metrics[k].append(float(v))
+    return UpdateStats(losses, grad_norms, dict(loss_metrics), skipped, stopped, old_logp, entropy)
+
+
+def _guarded_step(cfg: TrainConfig, state: RunState, loss: torch.Tensor,
+                  after_backward: Callable[[], None] | None) -> float | None:
+    """Backward and one optimizer step, or nothing at all when the loss, the policy's gradient or
+    the learnable p's gradient is non-finite. Returns the policy gradient's global norm before
+    clipping to ``cfg.grad_clip``, or None for a skipped update (gradients cleared)."""
+    optimizers = [state.optimizer] + ([state.p_optimizer] if state.p_optimizer is not None else [])
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+    grad_norm = None
+    if bool(torch.isfinite(loss)):
+        loss.backward()
+        if after_backward is not None:
+            after_backward()
+        norm = float(torch.nn.utils.clip_grad_norm_(_trainable(state.policy),
+                                                    cfg.grad_clip if cfg.grad_clip is not None else math.inf))
+        p_finite = state.p_module is None or all(q.grad is None or bool(torch.isfinite(q.grad).all())
+                                                 for q in state.p_module.parameters())
+        if math.isfinite(norm) and p_finite:
+            grad_norm = norm
+    if grad_norm is None:
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        return None
+    for opt in optimizers:
+        opt.step()
+    return grad_norm
+
+
+# ---- 7: record ------------------------------------------------------------------------------------------
+
+def kl_old_new(policy: Policy, batch: Batch, old_logp: torch.Tensor, temperature: float) -> float:
+    """KL(pi_old || pi_new) on the step's sampled tokens after its updates: the k3 estimator
+    (Schulman 2020, "Approximating KL divergence"), the token mean of e^d - 1 - d with
+    d = log pi_old - log pi_new, in float64; 0.0 for a batch without tokens. One no-grad pass."""
+    rollout = batch.rollout
+    with torch.no_grad():
+        new_logp = policy.log_probs(batch.prompts, rollout.tokens, rollout.mask, temperature=temperature)
+    d = (old_logp - new_logp)[rollout.mask].double()
+    return float((d.exp() - 1 - d).mean()) if d.numel() else 0.0
 
 
 def _mean(xs: list[float]) -> float | None:
@@ -322,30 +698,156 @@ def _mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
-def _clone_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+def record(cfg: TrainConfig, state: RunState, step: int, batch: Batch, stats: UpdateStats, *, lr: float,
+           exact: float | None, kl: float | None, time_s: float, elapsed_s: float) -> dict[str, Any]:
+    """The step's metrics row (strict JSON values), as metrics.jsonl and the studies know it.
+
+    Rewards, loss and gradient norm (means over the applied updates), KL(old || new) after the
+    updates, the pre-update entropy, answer lengths, update counts, the lag, the learning rate
+    and the p in force, the step's and the run's seconds; when available the largest gap
+    between the sampler's and the recomputed old log-probs, the exact expected reward J before
+    the updates, the loss's metrics (``loss/...``) and MuonClip's (``qk/...``).
+    """
+    rewards, mask, entropy = batch.rewards, batch.rollout.mask, stats.entropy
+    lengths = mask.sum(-1).float()
+    rec: dict[str, Any] = {
+        "step": step, "samples": state.samples_seen,
+        "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()) if batch.size > 1 else 0.0,
+        "reward_min": float(rewards.min()), "reward_max": float(rewards.max()),
+        "loss": _mean(stats.losses), "grad_norm": _mean(stats.grad_norms),
+        "grad_norm_max": max(stats.grad_norms) if stats.grad_norms else None,
+        "kl_old_new": kl,
+        "entropy": float(entropy[mask].mean()) if entropy is not None and bool(mask.any()) else None,
+        "len_mean": float(lengths.mean()), "len_min": float(lengths.min()), "len_max": float(lengths.max()),
+        "updates": len(stats.losses), "skipped": stats.skipped, "skipped_total": state.skipped_total,
+        "policy_lag": cfg.policy_lag, "lr": lr, "p": state.current_p(cfg),
+        "time_s": time_s, "elapsed_s": elapsed_s,
+    }
+    if cfg.recompute_old_logp and bool(mask.any()):
+        # the sampler's log-probs against the teacher-forced ones of the same policy
+        rec["sampler_logp_gap"] = float((batch.rollout.logp - stats.old_logp)[mask].abs().max())
+    if exact is not None:
+        rec["exact_reward"] = exact
+    for k, v in stats.loss_metrics.items():
+        rec[f"loss/{k}"] = _mean(v)
+    if isinstance(state.optimizer, MuonClip):  # the largest QK logit and the clipped heads
+        for k, v in state.optimizer.last_stats.items():
+            rec[f"qk/{k}"] = float(v)
+    return jsonable(rec)
+
+
+def summarize(cfg: TrainConfig, state: RunState, records: list[dict], stop_reason: str, *,
+              exact_final: float | None, steps_this_call: int, seconds_this_call: float) -> dict[str, Any]:
+    """The run's summary (summary.json): configuration highlights, first and last rewards (single
+    steps and means over up to 10), exact rewards, skips, time; ``message`` for a stopped run and
+    ``p_final`` for a learnable p."""
+    first, last = (records[0], records[-1]) if records else ({}, {})
+    k = min(10, len(records))
+    summary = {
+        "env": cfg.env, "level": cfg.level, "p": cfg.p, "optimizer": cfg.optimizer, "seed": cfg.seed,
+        "steps_done": last.get("step", 0), "stop_reason": stop_reason, "nonfinite_skips": state.skipped_total,
+        "reward_first": first.get("reward_mean"), "reward_last": last.get("reward_mean"),
+        "reward_first10": _mean([r["reward_mean"] for r in records[:k]]) if k else None,
+        "reward_last10": _mean([r["reward_mean"] for r in records[-k:]]) if k else None,
+        "samples": last.get("samples", 0), "elapsed_s": state.elapsed,
+        "steps_per_s": steps_this_call / seconds_this_call if seconds_this_call > 0 else None,
+        "exact_reward_init": state.exact_init, "exact_reward_final": exact_final,
+    }
+    if stop_reason == "nonfinite":
+        summary["message"] = (f"stopped at step {state.step}: {cfg.max_nonfinite} consecutive updates had a "
+                              f"non-finite loss or gradient; {len(records)} step records and the last finite "
+                              f"weights are kept")
+    if state.p_module is not None:
+        summary["p_final"] = state.current_p(cfg)
+    return summary
+
+
+# ---- the run's files ------------------------------------------------------------------------------------
+
+class RunFiles:
+    """The files of a run in ``out``: config.json, metrics.jsonl, checkpoint.pt, policy.pt and
+    summary.json, each written atomically (rl._io) except metrics.jsonl, which grows by one line
+    per step. Without ``out`` every method does nothing (an in-memory run)."""
+
+    def __init__(self, out: str | os.PathLike | None) -> None:
+        self.root = Path(out) if out is not None else None
+        if self.root is not None:
+            self.root.mkdir(parents=True, exist_ok=True)
+
+    def begin(self, cfg: TrainConfig, state: RunState, resume: bool) -> list[dict]:
+        """Resume ``state`` from the checkpoint (when asked and one exists) or start afresh, and
+        write config.json. Returns the records kept: those up to the checkpoint's step (later
+        ones are dropped from metrics.jsonl, to be redone identically)."""
+        if self.root is None:
+            return []
+        records: list[dict] = []
+        checkpoint = self.root / CHECKPOINT_FILE
+        if resume and checkpoint.exists():
+            saved = torch.load(checkpoint, weights_only=False)
+            if dataclasses.replace(TrainConfig.from_dict(saved["config"]), steps=cfg.steps) != cfg:
+                raise ValueError(f"cannot resume {self.root}: its config differs from the given one "
+                                 f"(only steps may change); saved {saved['config']}")
+            state.load_state_dict(saved)
+            records = _truncate_metrics(self.root / METRICS_FILE, state.step)
+        else:
+            atomic_write_text(self.root / METRICS_FILE, "")
+        atomic_write_text(self.root / CONFIG_FILE, json.dumps(jsonable(cfg.to_dict()), indent=2) + "\n")
+        return records
+
+    def append(self, rec: dict) -> None:
+        if self.root is not None:
+            with (self.root / METRICS_FILE).open("a") as f:
+                f.write(json.dumps(rec) + "\n")
+
+    def checkpoint(self, cfg: TrainConfig, state: RunState) -> None:
+        if self.root is not None:
+            atomic_save({"config": cfg.to_dict(), **state.state_dict()}, self.root / CHECKPOINT_FILE)
+
+    def finish(self, policy: Policy, summary: dict) -> None:
+        if self.root is not None:
+            atomic_save(policy.state_dict(), self.root / POLICY_FILE)
+            atomic_write_text(self.root / SUMMARY_FILE, json.dumps(jsonable(summary), indent=2) + "\n")
 
 
 def _truncate_metrics(path: Path, last_step: int) -> list[dict]:
     """Keep the records with step <= last_step (those after the checkpoint will be redone)."""
     if not path.exists():
         return []
-    keep = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            rec = json.loads(line)
-            if rec["step"] <= last_step:
-                keep.append(rec)
+    keep = [rec for rec in map(json.loads, filter(str.strip, path.read_text().splitlines()))
+            if rec["step"] <= last_step]
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
     return keep
 
+
+@contextlib.contextmanager
+def _progress(show: bool, label: str, total: int, done: int) -> Iterator[Callable[[str], None]]:
+    """A rich progress bar on stderr, advanced one step per call with a short text; or nothing."""
+    if not show:
+        yield lambda info: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("[bold]train[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=Console(stderr=True),
+                  transient=False) as bar:
+        task = bar.add_task(label, total=total, completed=done, info="")
+        yield lambda info: bar.update(task, advance=1, info=info)
+
+
+def _due(every: int, step: int) -> bool:
+    """Steps 1, 1 + every, 1 + 2 every, ... (never for every = 0)."""
+    return every > 0 and (step - 1) % every == 0
+
+
+# ---- the loop ---------------------------------------------------------------------------------------------
 
 def train(cfg: TrainConfig, out: str | os.PathLike | None = None, *, resume: bool = False,
           env: Env | None = None, hooks: TrainHooks | None = None, progress: bool = False) -> TrainResult:
     """Run ``cfg.steps`` training steps; write metrics/checkpoints under ``out`` when given.
 
     Args:
-        cfg: the run's configuration (validated here).
+        cfg: the run's configuration (validated here, loss settings included).
         out: output folder (created): config.json, metrics.jsonl, checkpoint.pt, policy.pt,
             summary.json. None keeps everything in memory.
         resume: continue from ``out``/checkpoint.pt when it exists (its config must equal
@@ -363,282 +865,47 @@ def train(cfg: TrainConfig, out: str | os.PathLike | None = None, *, resume: boo
     if resume and out is None:
         raise ValueError("resume=True needs out, the folder holding checkpoint.pt")
     hooks = hooks or TrainHooks()
-    out_dir = Path(out) if out is not None else None
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-
-    # ---- setup: environment, policy, optimizer, generators ------------------------------------
-    if env is None:
-        env = make_env(cfg.env, seed=cfg.seed, **cfg.env_kwargs)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        policy = env.make_policy(**cfg.policy_kwargs)
-    if not isinstance(policy, Policy):
-        raise ValueError(f"env.make_policy returned {type(policy).__name__}, not an rl.policies.Policy")
-    lr = cfg.lr if cfg.lr is not None else float(getattr(env, "default_lr", DEFAULT_LR))
-    optimizer = build_optimizer(policy, cfg, lr)
-    params = [q for q in policy.parameters() if q.requires_grad]
-    gen = torch.Generator().manual_seed(cfg.seed)
-    # learnable p: its own module and AdamW (p's gradient has nothing to do with the policy's
-    # scale, so it is neither clipped with the policy's global norm nor given Muon)
-    p_module, p_opt = None, None
-    if cfg.learnable_p:
-        p_module = LearnablePowerMean(float(cfg.p), p_min=float(cfg.p_range[0]), p_max=float(cfg.p_range[1]))
-        p_opt = torch.optim.AdamW(p_module.parameters(), lr=cfg.p_lr if cfg.p_lr is not None else lr,
-                                  betas=cfg.betas, weight_decay=0.0)
-    loss_p = p_module if p_module is not None else cfg.p
-    temp = float(cfg.temperature)
-
-    kl_coef = float(cfg.loss_options.get("kl_coef", 0.0) or 0.0)
-    ent_coef = float(cfg.loss_options.get("entropy_coef", 0.0) or 0.0)
-    ref_policy = copy.deepcopy(policy).requires_grad_(False) if kl_coef > 0 else None
-    # behaviour policy for lag k: a copy loaded with the snapshot from k steps ago
-    behaviour = copy.deepcopy(policy).requires_grad_(False) if cfg.policy_lag > 0 else policy
-    snapshots: collections.deque = collections.deque(maxlen=cfg.policy_lag + 1)
-    oracle = supports_oracle(env)
-    exact_init = exact_expected_reward(env, policy) if oracle else None
-
-    start_step, skipped_total, consecutive, samples_seen, elapsed_before = 0, 0, 0, 0, 0.0
-    records: list[dict] = []
-    metrics_path = out_dir / METRICS_FILE if out_dir is not None else None
-    ckpt_path = out_dir / CHECKPOINT_FILE if out_dir is not None else None
-    if resume and ckpt_path is not None and ckpt_path.exists():
-        ck = torch.load(ckpt_path, weights_only=False)
-        saved = TrainConfig.from_dict(ck["config"])
-        if dataclasses.replace(saved, steps=cfg.steps) != cfg:
-            raise ValueError(f"cannot resume {out_dir}: its config differs from the given one "
-                             f"(only steps may change); saved {saved.to_dict()}")
-        policy.load_state_dict(ck["policy"])
-        optimizer.load_state_dict(ck["optimizer"])
-        gen.set_state(ck["generator"])
-        torch.set_rng_state(ck["torch_rng"])
-        env.load_state_dict(ck["env"])
-        snapshots.extend(ck["snapshots"])
-        if ref_policy is not None:
-            ref_policy.load_state_dict(ck["ref_policy"])
-        if p_module is not None:
-            p_module.load_state_dict(ck["p_module"])
-            p_opt.load_state_dict(ck["p_optimizer"])
-        start_step, skipped_total, consecutive = ck["step"], ck["skipped_total"], ck["consecutive"]
-        samples_seen, elapsed_before, exact_init = ck["samples_seen"], ck["elapsed"], ck["exact_init"]
-        records = _truncate_metrics(metrics_path, start_step)
-    elif metrics_path is not None:
-        atomic_write_text(metrics_path, "")
-    if out_dir is not None:
-        atomic_write_text(out_dir / CONFIG_FILE, json.dumps(jsonable(cfg.to_dict()), indent=2) + "\n")
-
-    def save_checkpoint(step: int, elapsed: float) -> None:
-        if ckpt_path is None:
-            return
-        atomic_save({
-            "config": cfg.to_dict(), "step": step, "policy": policy.state_dict(),
-            "optimizer": optimizer.state_dict(), "generator": gen.get_state(),
-            "torch_rng": torch.get_rng_state(), "env": env.state_dict(), "snapshots": list(snapshots),
-            "ref_policy": ref_policy.state_dict() if ref_policy is not None else None,
-            "p_module": p_module.state_dict() if p_module is not None else None,
-            "p_optimizer": p_opt.state_dict() if p_opt is not None else None,
-            "skipped_total": skipped_total, "consecutive": consecutive,
-            "samples_seen": samples_seen, "elapsed": elapsed, "exact_init": exact_init,
-        }, ckpt_path)
-
-    bar = None
-    if progress:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        bar = Progress(TextColumn("[bold]train[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                       TimeRemainingColumn(), TextColumn("{task.fields[info]}"), transient=False)
-        bar.start()
-        task = bar.add_task(cfg.env, total=cfg.steps, completed=start_step, info="")
-
-    stop_reason, step, t_run = "completed", start_step, time.perf_counter()
-    try:
+    files = RunFiles(out)
+    env = env if env is not None else make_env(cfg.env, seed=cfg.seed, **cfg.env_kwargs)
+    state = RunState.create(cfg, env)
+    records = files.begin(cfg, state, resume)
+    plan, loss_fn = scoring(cfg), build_loss(cfg, state.p_module if state.p_module is not None else cfg.p)
+    oracle, stop_reason = supports_oracle(env), "completed"
+    start_step, elapsed_before, t_run = state.step, state.elapsed, time.perf_counter()
+    with _progress(progress, cfg.env, cfg.steps, start_step) as advance:
         for step in range(start_step + 1, cfg.steps + 1):
             t0 = time.perf_counter()
-            step_lr = lr * warmup_factor(step, cfg.warmup_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = step_lr
-            # 1-2. prompts, repeated G times, answered by the behaviour policy pi_{t-k}
-            if cfg.policy_lag > 0:  # snapshots[0] holds the weights of k steps ago (or the initial ones)
-                snapshots.append(_clone_state(policy))
-                behaviour.load_state_dict(snapshots[0])
-            log_exact = oracle and cfg.exact_every > 0 and (step - 1) % cfg.exact_every == 0
-            exact = exact_expected_reward(env, policy) if log_exact else None  # J before this step's updates
-            prompts = env.sample_prompts(cfg.prompts_per_step, gen)
-            if prompts is not None:
-                prompts = prompts.repeat_interleave(cfg.group_size, dim=0)
-            with torch.no_grad():
-                roll = behaviour.sample(prompts, gen, temperature=cfg.temperature)
-            check_rollout(roll)
-            tokens, mask, batch = roll.tokens, roll.mask, roll.tokens.shape[0]
-            if batch != cfg.prompts_per_step * cfg.group_size:
-                raise ValueError(f"policy.sample returned {batch} rows for "
-                                 f"{cfg.prompts_per_step} x {cfg.group_size} prompts")
-            # 3-4. rewards and group advantages
-            rewards = env.reward(prompts, tokens, mask).float()
-            adv = group_advantages(rewards, cfg.group_size, std_normalize=cfg.std_normalize)
-            # 5. old log-probs (and the reference policy's, for a KL penalty), fixed for the step.
-            # With lag 0 and one minibatch, the first epoch's forward pass is the behaviour
-            # policy's own: its detached log-probs are old_logp exactly (first-epoch ratios are 1
-            # bit for bit) and its entropies are the metric, so no separate pass is run for them.
-            one_mb = cfg.minibatches == 1
-            from_first = cfg.recompute_old_logp and cfg.policy_lag == 0 and one_mb
-            old_logp = ent = None
-            with torch.no_grad():
-                if not cfg.recompute_old_logp:
-                    old_logp = roll.logp
-                elif not from_first:
-                    old_logp, e = behaviour.log_probs_and_entropy(prompts, tokens, mask, temperature=temp,
-                                                                  entropy_grad=False)
-                    ent = e if behaviour is policy else None
-                ref_logp = (ref_policy.log_probs(prompts, tokens, mask, temperature=temp)
-                            if ref_policy is not None else None)
-                if ent is None and not one_mb:  # entropy of the current policy, before the updates
-                    ent = policy.entropy(prompts, tokens, mask, temperature=temp)
-            if from_first:
-                old_logp = torch.zeros_like(roll.logp)
-            # 6. E epochs x M minibatches, one optimizer step each
-            losses, gnorms, loss_metrics, skipped = [], [], collections.defaultdict(list), 0
-            for epoch in range(cfg.epochs):
-                order = torch.randperm(batch, generator=gen)
-                for mb, idx in enumerate(torch.tensor_split(order, cfg.minibatches)):
-                    pr = prompts[idx] if prompts is not None else None
-                    first = epoch == 0 and one_mb  # the current policy, not yet updated this step
-                    if ent_coef > 0 or first:
-                        logp, ent_mb = policy.log_probs_and_entropy(pr, tokens[idx], mask[idx], temperature=temp,
-                                                                    entropy_grad=ent_coef > 0)
-                    else:
-                        logp, ent_mb = policy.log_probs(pr, tokens[idx], mask[idx], temperature=temp), None
-                    if first:
-                        if from_first:
-                            old_logp[idx] = logp.detach()
-                        if ent_mb is not None:
-                            ent = torch.zeros_like(roll.logp)
-                            ent[idx] = ent_mb.detach()
-                    if hooks.minibatch is not None:
-                        hooks.minibatch(step, epoch, mb, logp.detach(), old_logp[idx], mask[idx])
-                    opts: dict[str, Any] = dict(cfg.loss_options)
-                    if ref_logp is not None:
-                        opts["ref_logp"] = ref_logp[idx]
-                    if ent_coef > 0:
-                        opts["entropy"] = ent_mb
-                    loss, m = policy_loss(logp, old_logp[idx], adv[idx], mask[idx], level=cfg.level, p=loss_p,
-                                          eps_low=cfg.eps_low, eps_high=cfg.eps_high, agg=cfg.agg, **opts)
-                    if hooks.loss is not None:
-                        loss = hooks.loss(step, epoch, mb, loss)
-                    optimizer.zero_grad(set_to_none=True)
-                    if p_opt is not None:
-                        p_opt.zero_grad(set_to_none=True)
-                    ok = bool(torch.isfinite(loss))
-                    if ok:
-                        loss.backward()
-                        if hooks.after_backward is not None:
-                            hooks.after_backward(step, epoch, mb, policy)
-                        gnorm = float(torch.nn.utils.clip_grad_norm_(
-                            params, cfg.grad_clip if cfg.grad_clip is not None else math.inf))
-                        ok = math.isfinite(gnorm) and (p_module is None or all(
-                            q.grad is None or bool(torch.isfinite(q.grad).all()) for q in p_module.parameters()))
-                    if not ok:  # non-finite loss or gradient: skip this update, keep the weights
-                        optimizer.zero_grad(set_to_none=True)
-                        if p_opt is not None:
-                            p_opt.zero_grad(set_to_none=True)
-                        skipped, skipped_total, consecutive = skipped + 1, skipped_total + 1, consecutive + 1
-                        if consecutive >= cfg.max_nonfinite:
-                            stop_reason = "nonfinite"
-                            break
-                        continue
-                    optimizer.step()
-                    if p_opt is not None:
-                        p_opt.step()
-                    consecutive = 0
-                    losses.append(float(loss.detach()))
-                    gnorms.append(gnorm)
-                    for k, v in m.items():
-                        if isinstance(v, int | float | torch.Tensor):
-                            loss_metrics[k].append(float(v))
-                if stop_reason != "completed":
-                    break
+            lr = state.lr * warmup_factor(step, cfg.warmup_steps)
+            for group in state.optimizer.param_groups:
+                group["lr"] = lr
+            exact = exact_expected_reward(env, state.policy) if oracle and _due(cfg.exact_every, step) else None
+            batch = collect(cfg, state, plan)
+            stats = update(cfg, state, batch, plan, loss_fn, hooks, step)
             if hooks.batch is not None:
-                hooks.batch(step, prompts, roll, rewards, adv, old_logp)
-            # 7. post-update KL to the behaviour policy (k3 estimator, Schulman 2020), metrics
-            kl = None
-            if cfg.kl_every > 0 and (step - 1) % cfg.kl_every == 0:
-                with torch.no_grad():
-                    new_logp = policy.log_probs(prompts, tokens, mask, temperature=temp)
-                    d = (old_logp - new_logp)[mask].double()  # log(pi_old / pi_new) on sampled tokens
-                    kl = float((d.exp() - 1 - d).mean()) if d.numel() else 0.0
-            samples_seen += batch
-            lengths = mask.sum(-1).float()
+                hooks.batch(step, batch.prompts, batch.rollout, batch.rewards, batch.advantages, stats.old_logp)
+            kl = kl_old_new(state.policy, batch, stats.old_logp, cfg.temperature) if _due(cfg.kl_every, step) else None
+            state.samples_seen += batch.size
             now = time.perf_counter()
-            rec = {
-                "step": step, "samples": samples_seen,
-                "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()) if batch > 1 else 0.0,
-                "reward_min": float(rewards.min()), "reward_max": float(rewards.max()),
-                "loss": _mean(losses), "grad_norm": _mean(gnorms), "grad_norm_max": max(gnorms) if gnorms else None,
-                "kl_old_new": kl,
-                "entropy": float(ent[mask].mean()) if ent is not None and bool(mask.any()) else None,
-                "len_mean": float(lengths.mean()), "len_min": float(lengths.min()), "len_max": float(lengths.max()),
-                "updates": len(losses), "skipped": skipped, "skipped_total": skipped_total,
-                "policy_lag": cfg.policy_lag, "lr": step_lr,
-                "p": float(p_module.p[0].detach()) if p_module is not None else float(cfg.p),
-                "time_s": now - t0, "elapsed_s": elapsed_before + now - t_run,
-            }
-            if cfg.recompute_old_logp and bool(mask.any()):
-                # the sampler's log-probs against the teacher-forced ones of the same policy
-                rec["sampler_logp_gap"] = float((roll.logp - old_logp)[mask].abs().max())
-            if exact is not None:
-                rec["exact_reward"] = exact
-            for k, v in loss_metrics.items():
-                rec[f"loss/{k}"] = _mean(v)
-            for k, v in getattr(optimizer, "last_stats", {}).items():  # MuonClip: max QK logit, clipped heads
-                rec[f"qk/{k}"] = float(v)
-            rec = jsonable(rec)
+            rec = record(cfg, state, step, batch, stats, lr=lr, exact=exact, kl=kl, time_s=now - t0,
+                         elapsed_s=elapsed_before + now - t_run)
             records.append(rec)
-            if metrics_path is not None:
-                with metrics_path.open("a") as f:
-                    f.write(json.dumps(rec) + "\n")
-            if bar is not None:
-                bar.update(task, advance=1, info=f"reward {rec['reward_mean']:.3f}")
-            if stop_reason != "completed" or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
-                save_checkpoint(step, rec["elapsed_s"])
+            files.append(rec)
+            advance(f"reward {rec['reward_mean']:.3f}")
+            state.step, state.elapsed = step, rec["elapsed_s"]
+            if stats.stopped:
+                stop_reason = "nonfinite"
+            if stats.stopped or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
+                files.checkpoint(cfg, state)
             if hooks.step_end is not None:
                 hooks.step_end(step, rec)
-            if stop_reason != "completed":
+            if stats.stopped:
                 break
-    finally:
-        if bar is not None:
-            bar.stop()
-
-    elapsed = elapsed_before + time.perf_counter() - t_run
-    steps_done = step
+    state.elapsed = elapsed_before + time.perf_counter() - t_run
     if stop_reason == "completed":
-        save_checkpoint(steps_done, elapsed)
-    summary = _summary(records, cfg, stop_reason, skipped_total, elapsed, steps_done - start_step,
-                       time.perf_counter() - t_run)
-    summary["exact_reward_init"] = exact_init
-    summary["exact_reward_final"] = exact_expected_reward(env, policy) if oracle else None
-    if stop_reason == "nonfinite":
-        summary["message"] = (f"stopped at step {steps_done}: {cfg.max_nonfinite} consecutive updates had a "
-                              f"non-finite loss or gradient; {len(records)} step records and the last finite "
-                              f"weights are kept")
-    if out_dir is not None:
-        torch.save(policy.state_dict(), out_dir / POLICY_FILE)
-        atomic_write_text(out_dir / SUMMARY_FILE, json.dumps(jsonable(summary), indent=2) + "\n")
-    if p_module is not None:
-        summary["p_final"] = float(p_module.p[0].detach())
-    return TrainResult(cfg, records, policy, env, steps_done, skipped_total, stop_reason, summary, out_dir,
-                       p_module)
-
-
-def _summary(records: list[dict], cfg: TrainConfig, stop_reason: str, skipped: int, elapsed: float,
-             steps_this_call: int, seconds_this_call: float) -> dict:
-    first, last = (records[0], records[-1]) if records else ({}, {})
-    k = min(10, len(records))
-    return {
-        "env": cfg.env, "level": cfg.level, "p": cfg.p, "optimizer": cfg.optimizer, "seed": cfg.seed,
-        "steps_done": last.get("step", 0), "stop_reason": stop_reason, "nonfinite_skips": skipped,
-        "reward_first": first.get("reward_mean"), "reward_last": last.get("reward_mean"),
-        "reward_first10": _mean([r["reward_mean"] for r in records[:k]]) if k else None,
-        "reward_last10": _mean([r["reward_mean"] for r in records[-k:]]) if k else None,
-        "samples": last.get("samples", 0), "elapsed_s": elapsed,
-        "steps_per_s": steps_this_call / seconds_this_call if seconds_this_call > 0 else None,
-    }
+        files.checkpoint(cfg, state)
+    summary = summarize(cfg, state, records, stop_reason,
+                        exact_final=exact_expected_reward(env, state.policy) if oracle else None,
+                        steps_this_call=state.step - start_step, seconds_this_call=time.perf_counter() - t_run)
+    files.finish(state.policy, summary)
+    return TrainResult(cfg, records, state.policy, env, state.step, state.skipped_total, stop_reason, summary,
+                       files.root, state.p_module)

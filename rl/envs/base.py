@@ -24,6 +24,8 @@ class Env(abc.ABC):
 
     Attributes:
         name: the registry name ("bandit", "seq-bandit", ...).
+        default_lr: the learning rate a trainer uses when its config leaves it unset (None:
+            the trainer's own default, rl.trainer.DEFAULT_LR).
 
     Subclasses implement:
         sample_prompts(n, generator) -> LongTensor [n, P] (P may be 0) or None
@@ -36,6 +38,7 @@ class Env(abc.ABC):
     """
 
     name: str = "env"
+    default_lr: float | None = None
 
     @abc.abstractmethod
     def sample_prompts(self, n: int, generator: torch.Generator) -> torch.Tensor | None:

@@ -358,7 +358,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike | None = None, *, resume: boo
         policy = env.make_policy(**cfg.policy_kwargs)
     if not isinstance(policy, Policy):
         raise ValueError(f"env.make_policy returned {type(policy).__name__}, not an rl.policies.Policy")
-    lr = cfg.lr if cfg.lr is not None else float(getattr(env, "default_lr", DEFAULT_LR))
+    # Env now declares default_lr (None: the trainer's default): the one line adapted to it
+    lr = cfg.lr if cfg.lr is not None else float(getattr(env, "default_lr", None) or DEFAULT_LR)
     optimizer = build_optimizer(policy, cfg, lr)
     params = [q for q in policy.parameters() if q.requires_grad]
     gen = torch.Generator().manual_seed(cfg.seed)

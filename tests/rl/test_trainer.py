@@ -18,7 +18,8 @@ from scipy import stats
 
 from rl.envs import ContextualSequenceBandit, SequenceBandit, exact_policy_gradient
 from rl.policies.tabular import AutoregressivePolicy, TabularPolicy
-from rl.trainer import TrainConfig, TrainHooks, build_optimizer, train
+from rl._json import jsonable
+from rl.trainer import Scoring, TrainConfig, TrainHooks, build_optimizer, scoring, train
 
 TIME_KEYS = {"time_s", "elapsed_s"}
 
@@ -505,6 +506,78 @@ def test_warmup_ramps_the_learning_rate_linearly_and_changes_the_updates(optimiz
 def test_warmup_steps_must_be_a_non_negative_int():
     with pytest.raises(ValueError, match="warmup_steps"):
         TrainConfig(warmup_steps=-1).validate()
+
+
+
+# ---- the summary file, the loss settings, the scoring plan ------------------------------------------------
+
+@pytest.mark.parametrize("case", ["plain", "learnable-p", "nonfinite-stop"])
+def test_summary_file_holds_every_key_of_the_returned_summary(case, tmp_path):
+    """summary.json is the returned summary in strict JSON, key for key: p_final (learnable p)
+    and the stop message included, written after both are known."""
+    kw = {"plain": dict(steps=3, p=math.inf), "learnable-p": {**LEARNABLE_CFG, "steps": 3},
+          "nonfinite-stop": dict(steps=6, max_nonfinite=2, exact_every=0)}[case]
+    hooks = TrainHooks(loss=lambda step, epoch, mb, loss: loss * float("nan") if step >= 2 else loss)
+    res = train(TrainConfig(**kw), tmp_path, hooks=hooks if case == "nonfinite-stop" else None)
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk == json.loads(json.dumps(jsonable(res.summary), allow_nan=False))
+    assert ("p_final" in on_disk) == (case == "learnable-p") and ("message" in on_disk) == (case == "nonfinite-stop")
+    if case == "learnable-p":
+        assert on_disk["p_final"] == res.records[-1]["p"] != LEARNABLE_CFG["p"]
+    if case == "plain":
+        assert on_disk["p"] == "inf"  # strict JSON: +-inf as strings
+
+
+@pytest.mark.parametrize("loss_options,match", [
+    ({"clip_centre": "plain"}, "clip_centre"), ({"kl_estimator": "k4"}, "kl_estimator"),
+    ({"clip_c": 0.5}, "clip_c"), ({"entropy": 1.0}, "trainer supplies"),
+])
+def test_bad_loss_settings_fail_before_the_first_step(loss_options, match, tmp_path):
+    """A bad loss option is rejected by TrainConfig.validate, so train() stops before building
+    the policy: no step runs and no file is written (the minibatch loss would be the first to
+    see it otherwise)."""
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(loss_options=loss_options).validate()
+    with pytest.raises(ValueError, match=match):
+        train(TrainConfig(loss_options=loss_options), tmp_path / "run",
+              hooks=TrainHooks(batch=lambda *a: pytest.fail("a step ran")))
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match="level"):
+        TrainConfig(level="tokens").validate()
+    with pytest.raises(ValueError, match="agg"):
+        TrainConfig(agg="mean").validate()
+
+
+@pytest.mark.parametrize("minibatches,lag,recompute,want", [
+    (1, 0, True, ("first-pass", "first-pass")),
+    (1, 2, True, ("behaviour-pass", "first-pass")),
+    (1, 0, False, ("sampler", "first-pass")),
+    (2, 0, True, ("behaviour-pass", "behaviour-pass")),
+    (2, 1, True, ("behaviour-pass", "policy-pass")),
+    (4, 0, False, ("sampler", "policy-pass")),
+])
+def test_scoring_plan_takes_the_first_pass_only_with_one_minibatch(minibatches, lag, recompute, want):
+    plan = scoring(TrainConfig(minibatches=minibatches, policy_lag=lag, recompute_old_logp=recompute))
+    assert (plan.old_logp, plan.entropy) == want
+    assert plan.first_pass == (minibatches == 1)
+    with pytest.raises(ValueError, match="old_logp"):
+        Scoring("first", "first-pass")
+
+
+def test_first_pass_mode_trains_the_run_a_separate_scoring_pass_trains(monkeypatch):
+    """The first-pass shortcut saves a pass and changes nothing else: the same run with old_logp
+    and the entropy metric from a separate no-grad pass of the behaviour policy has the same
+    samples and, up to float32 rounding of two computations of the same log-probs (1e-5
+    relative on these O(1) values), the same metrics."""
+    base = dict(env="seq-bandit", policy_kwargs={"kind": "autoregressive", "hidden": 8}, steps=5, epochs=2)
+    shortcut = train(TrainConfig(**base))
+    monkeypatch.setattr("rl.trainer.scoring", lambda cfg: Scoring("behaviour-pass", "behaviour-pass"))
+    separate = train(TrainConfig(**base))
+    assert [r["reward_mean"] for r in shortcut.records] == [r["reward_mean"] for r in separate.records]
+    for a, b in zip(strip_time(shortcut.records), strip_time(separate.records)):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6), k
 
 
 # ---- the rebuild changes nothing: the pre-rebuild train() as the reference (one commit only) --------------
