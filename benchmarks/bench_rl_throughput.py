@@ -42,7 +42,7 @@ import torch  # noqa: E402
 
 from rl.policies.tiny_lm import TinyLMConfig  # noqa: E402
 from rl.trainer import TrainConfig, TrainHooks, train  # noqa: E402
-from rl.tasks.addition import EOS, PAD, VOCAB_SIZE, AdditionEnv, AdditionTokenizer, WarmStartConfig, score  # noqa: E402
+from rl.envs.addition import EOS, PAD, VOCAB_SIZE, AdditionEnv, AdditionTokenizer, WarmStartConfig, score  # noqa: E402
 
 MODEL = TinyLMConfig(vocab_size=VOCAB_SIZE, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=32)
 

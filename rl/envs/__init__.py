@@ -23,7 +23,7 @@ ENVS: dict[str, str] = {
     "bandit": "rl.envs.bandits:KArmedBandit",
     "seq-bandit": "rl.envs.bandits:SequenceBandit",
     "contextual-bandit": "rl.envs.bandits:ContextualSequenceBandit",
-    "tiny-lm": "rl.tasks.addition:make_env",
+    "tiny-lm": "rl.envs.addition:AdditionEnv",
 }
 
 

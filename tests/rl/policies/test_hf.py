@@ -15,7 +15,7 @@ transformers = pytest.importorskip("transformers")
 from rl.optim import MuonClip  # noqa: E402
 from rl.policies.base import check_rollout  # noqa: E402
 from rl.policies.hf import HFPolicy, tiny_llama  # noqa: E402
-from rl.tasks.addition import EOS, PAD, VOCAB_SIZE, AdditionEnv, AdditionTokenizer, answer_targets, encode_problems  # noqa: E402
+from rl.envs.addition import EOS, PAD, VOCAB_SIZE, AdditionEnv, AdditionTokenizer, answer_targets, encode_problems  # noqa: E402
 
 
 def _policy(seed=0, **kw) -> HFPolicy:

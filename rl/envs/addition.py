@@ -1,4 +1,4 @@
-"""Synthetic verifiable task: n-digit addition, "37+45=" -> "82<eos>", with a tiny LM warm start.
+"""Synthetic verifiable task: n-digit addition, "37+45=" -> "82<eos>", the tiny LM's environment.
 
 Tokens (character level): '0'..'9' -> 0..9, '+' -> 10, '=' -> 11, EOS -> 12, PAD -> 13.
 A prompt is a fixed-width string "aa+bb=" (operands zero-padded to n digits, so prompts
@@ -10,55 +10,44 @@ Rewards (per answer, float32 in [0, 1]):
           (EOS included) and L the answer length; r = 1 iff exact, an answer that stops
           early or runs on is penalised through the denominator.
 
-Warm start: supervised teacher forcing (cross-entropy on answer tokens, computed through
-the policy's own ``log_probs``) on a ``train_fraction`` of all 10^(2n) problems, evaluated
-every ``eval_every`` steps by the exact-match rate of answers *sampled at temperature 1* on a
-fixed set of prompts drawn from all problems (the RL reward), and stopped at the first
-evaluation that reaches ``target_success`` (or after ``max_steps``). The result is cached on
-disk under a hash of the config, so a given config is trained once; a partial run is
-checkpointed at every evaluation and resumed.
+Warm start: the policy RL starts from is the tiny LM after supervised teacher forcing
+(rl.policies.warm_start, trained once and cached) on a ``train_fraction`` of all 10^(2n)
+problems, evaluated by exact match on ``eval_size`` prompts drawn from all problems; the
+addition-specific half of that recipe is :class:`WarmStartConfig`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import torch
 
-from rl._io import atomic_save
 from rl.envs.base import Env
 from rl.policies.base import Policy
 from rl.policies.tiny_lm import TinyLMConfig, TinyLMPolicy
+from rl.policies.warm_start import sft, warm_start
 
 __all__ = [
     "VOCAB",
     "EOS",
     "PAD",
+    "VOCAB_SIZE",
     "AdditionTokenizer",
     "AdditionEnv",
     "WarmStartConfig",
     "QUICK_CONFIG",
-    "cache_key",
-    "default_cache_dir",
-    "warm_start",
-    "quick_warm_start",
-    "success_rate",
-    "make_env",
+    "encode_problems",
+    "decode_problems",
+    "answer_targets",
+    "score",
 ]
 
 VOCAB = "0123456789+="
 EOS = 12
 PAD = 13
 VOCAB_SIZE = 14
-# Bumped whenever the training procedure changes, so old cache entries are not reused.
-_WARM_START_VERSION = 1
 
 
 class AdditionTokenizer:
@@ -161,10 +150,7 @@ def score(prompts, tokens, mask, n_digits: int, partial_credit: bool = False) ->
     return hits / length
 
 
-# ---------------------------------------------------------------------------------------
-# warm start
-# ---------------------------------------------------------------------------------------
-
+# ---- the warm start's recipe for addition ---------------------------------------------------
 
 def _default_model() -> TinyLMConfig:
     return TinyLMConfig(vocab_size=VOCAB_SIZE, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=16)
@@ -172,7 +158,9 @@ def _default_model() -> TinyLMConfig:
 
 @dataclass(frozen=True)
 class WarmStartConfig:
-    """Everything that determines the warm-started weights (and hence the cache key)."""
+    """Everything that determines the warm-started weights (and hence the cache key): the task
+    (``n_digits``, ``train_fraction``, ``eval_size``), the model and the SFT schedule of
+    rl.policies.warm_start; its methods are that module's WarmStartSpec for addition."""
 
     n_digits: int = 2
     model: TinyLMConfig = field(default_factory=_default_model)
@@ -210,6 +198,34 @@ class WarmStartConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    # -- the rl.policies.warm_start.WarmStartSpec protocol ---------------------------------------
+    def new_policy(self) -> TinyLMPolicy:
+        torch.manual_seed(self.seed)  # initial weights: deterministic given the seed
+        return TinyLMPolicy(self.model, eos_id=EOS, pad_id=PAD, max_new_tokens=self.max_new_tokens)
+
+    def train_problems(self) -> torch.Tensor:
+        """Ids a * 10^n + b of the training problems: a seeded random ``train_fraction`` of all."""
+        N = 10**self.n_digits
+        perm = torch.randperm(N * N, generator=torch.Generator().manual_seed(self.seed))
+        return perm[: max(1, round(self.train_fraction * N * N))]
+
+    def examples(self, problems: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        N = 10**self.n_digits
+        a, b = problems // N, problems % N
+        targets, mask = answer_targets(a + b, self.n_digits)
+        return encode_problems(a, b, self.n_digits), targets, mask
+
+    def eval_prompts(self) -> torch.Tensor:
+        """``eval_size`` problems with operands drawn uniformly from all (a seed of their own)."""
+        N = 10**self.n_digits
+        g = torch.Generator().manual_seed(self.seed + 1_000_003)
+        a = torch.randint(0, N, (self.eval_size,), generator=g)
+        b = torch.randint(0, N, (self.eval_size,), generator=g)
+        return encode_problems(a, b, self.n_digits)
+
+    def score(self, prompts: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return score(prompts, tokens, mask, self.n_digits)
+
 
 # Small and fast: for tests and for the lead's "RL raises exact-match reward" test.
 QUICK_CONFIG = WarmStartConfig(
@@ -225,184 +241,16 @@ QUICK_CONFIG = WarmStartConfig(
 )
 
 
-def cache_key(config: WarmStartConfig) -> str:
-    """sha256 (16 hex digits) of the canonical JSON of the config and the procedure version."""
-    blob = json.dumps({"v": _WARM_START_VERSION, "config": config.to_dict()}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def default_cache_dir() -> Path:
-    """$HMPO_CACHE if set, else ~/.cache/hmpo."""
-    env = os.environ.get("HMPO_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "hmpo"
-
-
-def _problem_split(config: WarmStartConfig) -> torch.Tensor:
-    """Indices a * 10^n + b of the training problems (a seeded random subset)."""
-    N = 10**config.n_digits
-    g = torch.Generator().manual_seed(config.seed)
-    perm = torch.randperm(N * N, generator=g)
-    return perm[: max(1, round(config.train_fraction * N * N))]
-
-
-def _eval_prompts(config: WarmStartConfig) -> torch.Tensor:
-    N = 10**config.n_digits
-    g = torch.Generator().manual_seed(config.seed + 1_000_003)
-    a = torch.randint(0, N, (config.eval_size,), generator=g)
-    b = torch.randint(0, N, (config.eval_size,), generator=g)
-    return encode_problems(a, b, config.n_digits)
-
-
-@torch.no_grad()
-def success_rate(
-    policy: Policy, prompts: torch.Tensor, n_digits: int, *, seed: int = 0, greedy: bool = False
-) -> float:
-    """Exact-match rate of answers sampled at temperature 1 (or greedy) on the given prompts."""
-    was = policy.training
-    policy.eval()
-    g = torch.Generator().manual_seed(seed)
-    kw = {"greedy": True} if greedy else {}
-    r = policy.sample(prompts, g, 1.0, **kw)
-    policy.train(was)
-    return float(score(prompts, r.tokens, r.mask, n_digits).mean())
-
-
-def _make_policy(config: WarmStartConfig) -> TinyLMPolicy:
-    torch.manual_seed(config.seed)  # initial weights: deterministic given the seed
-    return TinyLMPolicy(config.model, eos_id=EOS, pad_id=PAD, max_new_tokens=config.max_new_tokens)
-
-
-def _optimizer(policy: Policy, config: WarmStartConfig):
-    """AdamW with a linear warm-up of ``warmup_steps`` steps, then a constant rate."""
-    opt = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    warm = max(1, config.warmup_steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
-    return opt, sched
-
-
-def _train(policy, config: WarmStartConfig, opt, sched, gen, state: dict, on_eval) -> dict:
-    """Teacher forcing until the eval success reaches the target or ``max_steps``.
-
-    loss = - sum_{answer tokens} log pi(target_t | prompt, target_<t) / #answer tokens.
-    """
-    n, N = config.n_digits, 10**config.n_digits
-    train, eval_prompts = _problem_split(config), _eval_prompts(config)
-    history = state["history"]
-    while state["step"] < config.max_steps and not (history and history[-1]["success"] >= config.target_success):
-        idx = train[torch.randint(0, train.numel(), (config.batch_size,), generator=gen)]
-        tgt, tmask = answer_targets(idx // N + idx % N, n)
-        loss = -(policy.log_probs(encode_problems(idx // N, idx % N, n), tgt, tmask).sum() / tmask.sum())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), config.grad_clip)
-        opt.step()
-        sched.step()
-        state["step"] += 1
-        if state["step"] % config.eval_every == 0 or state["step"] == config.max_steps:
-            success = success_rate(policy, eval_prompts, n, seed=config.seed + state["step"])
-            history.append({"step": state["step"], "loss": float(loss.detach()), "success": success})
-            on_eval(state)
-    return state
-
-
-def warm_start(
-    config: WarmStartConfig | None = None,
-    *,
-    cache_dir: str | os.PathLike | None = None,
-    progress: bool = True,
-    force: bool = False,
-) -> tuple[TinyLMPolicy, dict]:
-    """The SFT warm-started policy for ``config``, trained once and cached.
-
-    Returns (policy, info) where info has ``success`` (exact match at temperature 1 on the
-    eval prompts), ``greedy_success``, ``steps``, ``seconds`` and ``cpu_seconds`` (wall and
-    process CPU time of the training, when it was trained), ``history``, ``cached`` (True
-    when loaded from disk), ``key`` and ``path``.
-    """
-    config = WarmStartConfig() if config is None else config
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    root = root / "tiny_lm_sft"
-    root.mkdir(parents=True, exist_ok=True)
-    key = cache_key(config)
-    path, partial = root / f"{key}.pt", root / f"{key}.partial.pt"
-    policy = _make_policy(config)
-    if path.exists() and not force:
-        blob = torch.load(path, weights_only=False)
-        policy.load_state_dict(blob["model"])
-        return policy, {**blob["info"], "cached": True, "key": key, "path": str(path)}
-
-    opt, sched = _optimizer(policy, config)
-    gen = torch.Generator().manual_seed(config.seed + 17)
-    state = {"step": 0, "elapsed": 0.0, "history": []}
-    if partial.exists() and not force:
-        blob = torch.load(partial, weights_only=False)
-        policy.load_state_dict(blob["model"])
-        opt.load_state_dict(blob["opt"])
-        sched.load_state_dict(blob["sched"])
-        gen.set_state(blob["gen"])
-        state = {**{k: blob[k] for k in state}, "cpu": blob.get("cpu", 0.0)}
-
-    def checkpoint(state: dict) -> None:
-        atomic_save({"model": policy.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                      "gen": gen.get_state(), **state}, partial)
-
-    from rich.progress import Progress, TextColumn
-
-    t0 = time.perf_counter() - state["elapsed"]
-    c0 = time.process_time() - state.get("cpu", 0.0)
-    with Progress(*Progress.get_default_columns(), TextColumn("{task.fields[info]}"), disable=not progress) as bar:
-        task = bar.add_task(f"SFT warm start {key}", total=config.max_steps, completed=state["step"], info="")
-
-        def on_eval(state: dict) -> None:
-            h = state["history"][-1]
-            bar.update(task, completed=state["step"], info=f"loss {h['loss']:.3f} exact@T=1 {h['success']:.2f}")
-            checkpoint({**state, "elapsed": time.perf_counter() - t0, "cpu": time.process_time() - c0})
-
-        # One intra-op thread: the matrices are tiny, and on a busy machine a second thread
-        # spinning at every op costs far more than it saves (measured: 20 ms vs 0.5 s/step).
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            state = _train(policy, config, opt, sched, gen, state, on_eval)
-        finally:
-            torch.set_num_threads(threads)
-    success = state["history"][-1]["success"] if state["history"] else 0.0
-    step, history = state["step"], state["history"]
-    eval_prompts = _eval_prompts(config)
-    seconds = time.perf_counter() - t0
-    info = {
-        "cpu_seconds": time.process_time() - c0,
-        "success": success,
-        "greedy_success": success_rate(policy, eval_prompts, config.n_digits, greedy=True),
-        "steps": step,
-        "seconds": seconds,
-        "history": history,
-        "config": config.to_dict(),
-    }
-    atomic_save({"model": policy.state_dict(), "info": info}, path)
-    partial.unlink(missing_ok=True)
-    return policy, {**info, "cached": False, "key": key, "path": str(path)}
-
-
-def quick_warm_start(
-    config: WarmStartConfig | None = None, *, cache_dir: str | os.PathLike | None = None, progress: bool = False
-) -> tuple[TinyLMPolicy, dict]:
-    """:func:`warm_start` with :data:`QUICK_CONFIG` (1-digit addition, 1-layer model): a few
-    seconds the first time, cached afterwards. For tests of RL on top of SFT."""
-    return warm_start(QUICK_CONFIG if config is None else config, cache_dir=cache_dir, progress=progress)
-
-
-# ---------------------------------------------------------------------------------------
-# environment
-# ---------------------------------------------------------------------------------------
-
+# ---- the environment ---------------------------------------------------------------------------
 
 class AdditionEnv(Env):
-    """n-digit addition as an RL environment ("tiny-lm").
+    """n-digit addition as an RL environment (registered as "tiny-lm"; deterministic, no ``seed``:
+    the warm start has its own seed in its config, so every RL run of a study starts from the
+    same cached model).
 
     Args:
-        warm_start: the warm-start config (its ``n_digits`` sets the task); None = default.
+        warm_start: the warm-start config (its ``n_digits`` sets the task); None = the default,
+            or :data:`QUICK_CONFIG` with ``quick``.
         partial_credit: reward partial matches (module docstring) instead of exact match.
         cache_dir: where warm starts are cached ($HMPO_CACHE or ~/.cache/hmpo by default).
         progress: show the warm start's progress bar.
@@ -435,11 +283,6 @@ class AdditionEnv(Env):
         self.partial_credit = bool(partial_credit)
         self.cache_dir = cache_dir
         self.progress = progress
-        self.tokenizer = AdditionTokenizer()
-
-    @property
-    def prompt_len(self) -> int:
-        return 2 * self.n_digits + 2
 
     @property
     def max_new_tokens(self) -> int:
@@ -467,7 +310,7 @@ class AdditionEnv(Env):
             if kw:
                 raise ValueError(f"unknown options for the tiny-lm policy: {sorted(kw)}")
             if not pretrained:
-                return _make_policy(self.config)
+                return self.config.new_policy()
             policy, _ = warm_start(self.config, cache_dir=self.cache_dir, progress=self.progress)
             return policy
         if backend == "hf":
@@ -479,30 +322,6 @@ class AdditionEnv(Env):
                                num_heads=m.n_heads, num_kv_heads=m.kv_heads, eos_id=EOS, pad_id=PAD, **kw)
             policy = HFPolicy(model, eos_id=EOS, pad_id=PAD, max_new_tokens=self.max_new_tokens)
             if pretrained:
-                sft(policy, self.config, progress=self.progress)
+                sft(policy, self.config)
             return policy
         raise ValueError(f"backend must be 'tiny' or 'hf', got {backend!r}")
-
-
-def sft(policy: Policy, config: WarmStartConfig, *, progress: bool = False) -> dict:
-    """Uncached teacher-forcing warm start of any Policy (same procedure as :func:`warm_start`)."""
-    opt, sched = _optimizer(policy, config)
-    gen = torch.Generator().manual_seed(config.seed + 17)
-    state = _train(policy, config, opt, sched, gen, {"step": 0, "history": []}, lambda s: None)
-    return {"success": state["history"][-1]["success"] if state["history"] else 0.0, "steps": state["step"]}
-
-
-def make_env(
-    *,
-    warm_start: WarmStartConfig | None = None,
-    quick: bool = False,
-    partial_credit: bool = False,
-    cache_dir: str | os.PathLike | None = None,
-    progress: bool = True,
-) -> AdditionEnv:
-    """Factory for the "tiny-lm" environment name (the options of :class:`AdditionEnv`).
-
-    The task is deterministic and takes no ``seed``: the warm start has its own seed in its
-    config, so that every RL run of a study starts from the same cached model.
-    """
-    return AdditionEnv(warm_start, quick=quick, partial_credit=partial_credit, cache_dir=cache_dir, progress=progress)
