@@ -467,30 +467,6 @@ def test_bad_learnable_p_config_raises(kw, match):
         TrainConfig(learnable_p=True, **kw).validate()
 
 
-@pytest.mark.parametrize("kind", ["tabular", "autoregressive"])
-def test_one_pass_log_probs_and_entropy_match_the_tempered_softmax(kind):
-    """log_probs_and_entropy (the trainer's single pass) against the separate methods and, for the
-    tabular policy, against float64 softmax(theta / 0.7) computed here (float32 rounding: 1e-5)."""
-    torch.manual_seed(0)
-    pol = TabularPolicy(5, 3, n_contexts=2, init_scale=2.0) if kind == "tabular" else AutoregressivePolicy(5, 3, 2, 8)
-    prompts = torch.tensor([[0], [1], [1], [0]])
-    roll = pol.sample(prompts, torch.Generator().manual_seed(1), temperature=0.7)
-    mask = torch.tensor([[1, 1, 1], [1, 1, 0], [1, 1, 1], [1, 0, 0]], dtype=torch.bool)
-    lp, ent = pol.log_probs_and_entropy(prompts, roll.tokens, mask, temperature=0.7)
-    assert torch.equal(lp, pol.log_probs(prompts, roll.tokens, mask, temperature=0.7))
-    assert torch.equal(ent, pol.entropy(prompts, roll.tokens, mask, temperature=0.7))
-    torch.testing.assert_close(lp[mask], roll.logp[mask], rtol=0, atol=1e-6)
-    assert ent.requires_grad
-    assert not pol.log_probs_and_entropy(prompts, roll.tokens, mask, temperature=0.7, entropy_grad=False)[1].requires_grad
-    assert (lp[~mask] == 0).all() and (ent[~mask] == 0).all()
-    if kind == "tabular":
-        logt = torch.log_softmax(pol.logits.detach().double() / 0.7, -1)[prompts[:, 0]]
-        want_h = -(logt.exp() * logt).sum(-1)
-        want_lp = logt.gather(-1, roll.tokens[..., None]).squeeze(-1)
-        torch.testing.assert_close(ent[mask].double(), want_h[mask], rtol=0, atol=1e-5)
-        torch.testing.assert_close(lp[mask].double(), want_lp[mask], rtol=0, atol=1e-5)
-
-
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
 def test_warmup_ramps_the_learning_rate_linearly_and_changes_the_updates(optimizer):
     base = {**TABULAR_CFG, "optimizer": optimizer, "steps": 6, "warmup_steps": 0,
