@@ -114,7 +114,8 @@ def _config(args: argparse.Namespace):
         temperature=args.temperature, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
         grad_clip=args.grad_clip if args.grad_clip else None, max_nonfinite=args.max_nonfinite,
         checkpoint_every=args.checkpoint_every, exact_every=0 if args.no_exact else args.exact_every,
-        kl_every=args.kl_every, warmup_steps=args.warmup_steps, learnable_p=args.learnable_p, p_range=tuple(args.p_range), p_lr=args.p_lr,
+        kl_every=args.kl_every, warmup_steps=args.warmup_steps, learnable_p=args.learnable_p,
+        p_range=tuple(args.p_range), p_lr=args.p_lr,
     )
 
 

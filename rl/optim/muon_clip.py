@@ -360,9 +360,7 @@ class MuonClip:
     # -- measurement ---------------------------------------------------------------------
     def _hook(self, i: int, which: str):
         def hook(_module, _inputs, output):
-            if self._replaying:
-                pass
-            elif not torch.is_grad_enabled() or self.recheck:
+            if not self._replaying and (self.recheck or not torch.is_grad_enabled()):
                 return  # sampling passes are not measured; with recheck the replay measures
             slot = self._pending.setdefault(i, {})
             slot[which] = output.detach()

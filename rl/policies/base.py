@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Rollout", "Policy", "check_rollout", "check_temperature", "gather_logp_entropy"]
+__all__ = ["Rollout", "Policy", "check_rollout", "check_temperature", "check_lm_inputs", "prompt_mask",
+           "gather_logp_entropy"]
 
 
 @dataclass
@@ -46,10 +47,6 @@ class Rollout:
     @property
     def batch_size(self) -> int:
         return int(self.tokens.shape[0])
-
-    def lengths(self) -> torch.Tensor:
-        """Number of real tokens per answer, LongTensor [B]."""
-        return self.mask.sum(dim=-1)
 
 
 def check_rollout(r: Rollout) -> None:
@@ -78,6 +75,26 @@ def check_temperature(t: float) -> float:
     if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or t <= 0:
         raise ValueError(f"temperature must be a finite number > 0, got {t!r}")
     return float(t)
+
+
+def check_lm_inputs(owner: str, prompts, tokens=None, mask=None) -> None:
+    """ValueError unless ``prompts`` is an int64 [B, P] tensor with P >= 1 and, when given,
+    ``tokens`` is [B, T] with a bool ``mask`` of its shape (the language-model policies' inputs)."""
+    if not isinstance(prompts, torch.Tensor) or prompts.dim() != 2 or prompts.shape[1] == 0 \
+            or prompts.dtype != torch.long:
+        got = f"{prompts.dtype} {tuple(prompts.shape)}" if isinstance(prompts, torch.Tensor) else type(prompts).__name__
+        raise ValueError(f"{owner} needs prompts as an int64 tensor [B, P] with P >= 1, got {got}")
+    if tokens is not None:
+        if tokens.dim() != 2 or tokens.shape[0] != prompts.shape[0]:
+            raise ValueError(f"tokens {tuple(tokens.shape)} do not match prompts {tuple(prompts.shape)}")
+        if mask is None or mask.shape != tokens.shape or mask.dtype != torch.bool:
+            raise ValueError("mask must be a bool tensor with the shape of tokens")
+
+
+def prompt_mask(prompts: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """Real tokens of left-padded prompts, bool [B, P]: everything from a row's first non-pad
+    token on (a pad id inside the prompt is a real token)."""
+    return (prompts != pad_id).long().cumsum(-1) > 0
 
 
 def gather_logp_entropy(

@@ -16,11 +16,12 @@ Needs the optional dependency ``transformers`` (imported lazily).
 
 from __future__ import annotations
 
-import math
 
 import torch
 
-from rl.policies.base import Policy, Rollout, gather_logp_entropy
+from rl.policies.base import (
+    Policy, Rollout, check_lm_inputs, check_temperature, gather_logp_entropy, prompt_mask,
+)
 from rl.policies.tiny_lm import sample_loop
 
 __all__ = ["HFPolicy", "tiny_llama"]
@@ -102,31 +103,13 @@ class HFPolicy(Policy):
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         self.eos_id, self.pad_id, self.max_new_tokens = int(eos), int(pad), int(max_new_tokens)
 
-    def _prompt_mask(self, prompts: torch.Tensor) -> torch.Tensor:
-        return (prompts != self.pad_id).long().cumsum(-1) > 0
-
-    @staticmethod
-    def _temp(t: float) -> float:
-        if not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0):
-            raise ValueError(f"temperature must be a finite number > 0, got {t!r}")
-        return float(t)
-
-    def _check(self, prompts, tokens=None, mask=None) -> None:
-        if prompts is None or prompts.dim() != 2 or prompts.shape[1] == 0 or prompts.dtype != torch.long:
-            raise ValueError("HFPolicy needs prompts as an int64 tensor [B, P] with P >= 1")
-        if tokens is not None:
-            if tokens.dim() != 2 or tokens.shape[0] != prompts.shape[0]:
-                raise ValueError(f"tokens {tuple(tokens.shape)} do not match prompts {tuple(prompts.shape)}")
-            if mask is None or mask.shape != tokens.shape or mask.dtype != torch.bool:
-                raise ValueError("mask must be a bool tensor with the shape of tokens")
-
     @torch.no_grad()
     def sample(self, prompts: torch.Tensor, generator: torch.Generator, temperature: float = 1.0, *,
                greedy: bool = False, max_new_tokens: int | None = None) -> Rollout:
-        self._check(prompts)
-        temperature = self._temp(temperature)
+        check_lm_inputs("HFPolicy", prompts)
+        temperature = check_temperature(temperature)
         B = prompts.shape[0]
-        am = self._prompt_mask(prompts)
+        am = prompt_mask(prompts, self.pad_id)
         pos = (am.long().cumsum(-1) - 1).clamp(min=0)
         out = self.model(input_ids=prompts, attention_mask=am.long(), position_ids=pos, use_cache=True)
         state = {"past": out.past_key_values, "am": am, "pos": am.sum(-1)}
@@ -147,17 +130,17 @@ class HFPolicy(Policy):
         safe = torch.where(mask, tokens, torch.full_like(tokens, self.pad_id))
         # The last answer token predicts nothing we score, so it is not fed.
         ids = torch.cat([prompts, safe[:, :-1]], dim=1)
-        am = torch.cat([self._prompt_mask(prompts), torch.ones_like(mask[:, :-1])], dim=1)
+        am = torch.cat([prompt_mask(prompts, self.pad_id), torch.ones_like(mask[:, :-1])], dim=1)
         pos = (am.long().cumsum(-1) - 1).clamp(min=0)
         logits = self.model(input_ids=ids, attention_mask=am.long(), position_ids=pos, use_cache=False).logits
         return logits[:, P - 1 :].float() / temperature
 
     def log_probs(self, prompts: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, *,
                   temperature: float = 1.0) -> torch.Tensor:
-        self._check(prompts, tokens, mask)
+        check_lm_inputs("HFPolicy", prompts, tokens, mask)
         if tokens.shape[1] == 0:
             return torch.zeros(tokens.shape, dtype=torch.float32)
-        logits = self._answer_logits(prompts, tokens, mask, self._temp(temperature))
+        logits = self._answer_logits(prompts, tokens, mask, check_temperature(temperature))
         safe = torch.where(mask, tokens, torch.zeros_like(tokens))
         lp = torch.log_softmax(logits, dim=-1).gather(-1, safe[..., None]).squeeze(-1)
         return torch.where(mask, lp, torch.zeros_like(lp))
@@ -170,9 +153,9 @@ class HFPolicy(Policy):
                               temperature: float = 1.0, entropy_grad: bool = True
                               ) -> tuple[torch.Tensor, torch.Tensor]:
         """``log_probs`` and ``entropy`` from one teacher-forced forward pass."""
-        self._check(prompts, tokens, mask)
+        check_lm_inputs("HFPolicy", prompts, tokens, mask)
         if tokens.shape[1] == 0:
             z = torch.zeros(tokens.shape, dtype=torch.float32)
             return z, z.clone()
-        logt = torch.log_softmax(self._answer_logits(prompts, tokens, mask, self._temp(temperature)), dim=-1)
+        logt = torch.log_softmax(self._answer_logits(prompts, tokens, mask, check_temperature(temperature)), dim=-1)
         return gather_logp_entropy(logt, tokens, mask, entropy_grad=entropy_grad)

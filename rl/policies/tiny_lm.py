@@ -32,7 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rl.policies.base import Policy, Rollout, gather_logp_entropy
+from rl.policies.base import (
+    Policy, Rollout, check_lm_inputs, check_temperature, gather_logp_entropy, prompt_mask,
+)
 
 __all__ = [
     "TinyLMConfig",
@@ -422,30 +424,9 @@ class TinyLMPolicy(Policy):
         self.eos_id, self.pad_id, self.max_new_tokens = int(eos_id), int(pad_id), int(max_new_tokens)
 
     # -- helpers -------------------------------------------------------------------------
-    def _prompt_mask(self, prompts: torch.Tensor) -> torch.Tensor:
-        """Real prompt tokens: everything from the first non-pad token on (left padding)."""
-        return (prompts != self.pad_id).long().cumsum(-1) > 0
-
-    def _check(self, prompts, tokens=None, mask=None) -> None:
-        if prompts is None or prompts.dim() != 2 or prompts.shape[1] == 0:
-            raise ValueError("TinyLMPolicy needs prompts as a LongTensor [B, P] with P >= 1")
-        if prompts.dtype != torch.long:
-            raise ValueError(f"prompts must be int64, got {prompts.dtype}")
-        if tokens is not None:
-            if tokens.dim() != 2 or tokens.shape[0] != prompts.shape[0]:
-                raise ValueError(f"tokens {tuple(tokens.shape)} do not match prompts {tuple(prompts.shape)}")
-            if mask is None or mask.shape != tokens.shape or mask.dtype != torch.bool:
-                raise ValueError("mask must be a bool tensor with the shape of tokens")
-
-    @staticmethod
-    def _temp(t: float) -> float:
-        if not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0):
-            raise ValueError(f"temperature must be a finite number > 0, got {t!r}")
-        return float(t)
-
     def _answer_logits(self, prompts, tokens, mask, temperature):
         P = prompts.shape[1]
-        pm = self._prompt_mask(prompts)
+        pm = prompt_mask(prompts, self.pad_id)
         if tokens.shape[1] == 0:
             return tokens.new_zeros((*tokens.shape, self.model.config.vocab_size), dtype=torch.float32)
         # Masked answer positions hold arbitrary ids; replace them so any id is safe to embed.
@@ -469,17 +450,17 @@ class TinyLMPolicy(Policy):
     ) -> Rollout:
         """One answer per prompt row; see the module docstring. ``greedy`` takes the argmax
         (its logp is then under softmax(logits / temperature) all the same)."""
-        self._check(prompts)
-        temperature = self._temp(temperature)
+        check_lm_inputs("TinyLMPolicy", prompts)
+        temperature = check_temperature(temperature)
         T_max = self.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
         B = prompts.shape[0]
-        key_mask = self._prompt_mask(prompts)
+        key_mask = prompt_mask(prompts, self.pad_id)
         # A trainer repeats each prompt G times: prefill each distinct prompt once and share its
         # KV cache (rows of equal prompts have equal caches; only float rounding of the batched
         # matmuls can differ, far below the 1e-5 agreement with teacher forcing).
         uniq, inv = torch.unique(prompts, dim=0, return_inverse=True)
         if uniq.shape[0] < B:
-            logits, caches = self.model.prefill(uniq, self._prompt_mask(uniq))
+            logits, caches = self.model.prefill(uniq, prompt_mask(uniq, self.pad_id))
             logits, caches = logits[inv], [(k[inv], v[inv]) for k, v in caches]
         else:
             logits, caches = self.model.prefill(prompts, key_mask)
@@ -499,8 +480,8 @@ class TinyLMPolicy(Policy):
     ) -> torch.Tensor:
         """log softmax(logits / temperature)[token_t] for each answer position, [B, T], 0 where
         mask is False; differentiable (one teacher-forced forward pass)."""
-        self._check(prompts, tokens, mask)
-        logits = self._answer_logits(prompts, tokens, mask, self._temp(temperature))
+        check_lm_inputs("TinyLMPolicy", prompts, tokens, mask)
+        logits = self._answer_logits(prompts, tokens, mask, check_temperature(temperature))
         safe = torch.where(mask, tokens, torch.zeros_like(tokens))
         lp = torch.log_softmax(logits, dim=-1).gather(-1, safe[..., None]).squeeze(-1)
         return torch.where(mask, lp, torch.zeros_like(lp))
@@ -516,6 +497,6 @@ class TinyLMPolicy(Policy):
         entropy_grad: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``log_probs`` and ``entropy`` from one teacher-forced forward pass."""
-        self._check(prompts, tokens, mask)
-        logits = self._answer_logits(prompts, tokens, mask, self._temp(temperature))
+        check_lm_inputs("TinyLMPolicy", prompts, tokens, mask)
+        logits = self._answer_logits(prompts, tokens, mask, check_temperature(temperature))
         return gather_logp_entropy(torch.log_softmax(logits, dim=-1), tokens, mask, entropy_grad=entropy_grad)
