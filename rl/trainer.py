@@ -250,27 +250,6 @@ class TrainResult:
     """What ``train`` returns: the per-step records, the trained policy and how the run ended.
 
     ``stop_reason`` is "completed" or "nonfinite" (``max_nonfinite`` consecutive skipped
-    updates). ``summary`` holds first/last reward means, exact rewards when available, the
-    skip count, the elapsed time and steps per second.
-    """
-
-    config: TrainConfig
-    records: list[dict]
-    policy: Policy
-    env: Env
-    steps_done: int
-    nonfinite_skips: int
-    stop_reason: str
-    summary: dict
-    out: Path | None
-    p_module: torch.nn.Module | None = None  # the LearnablePowerMean when cfg.learnable_p
-
-
-@dataclass
-class TrainResult:
-    """What ``train`` returns: the per-step records, the trained policy and how the run ended.
-
-    ``stop_reason`` is "completed" or "nonfinite" (``max_nonfinite`` consecutive skipped
     updates). ``summary`` (also written to summary.json) holds first/last reward means, exact
     rewards when available, the skip count, the elapsed time, steps per second and, for a
     learnable p, ``p_final``.
