@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
-
 import pytest
 
 from proofs import THEOREMS
+
+from tests.proofs.proofs_helpers import verify_json as run_verify_json
 
 
 @pytest.fixture(scope="session")
@@ -20,9 +18,4 @@ def derivations():
 @pytest.fixture(scope="session")
 def verify_json():
     """`hmpo verify --json` through the CLI dispatcher, with a reduced number of numeric cases."""
-    from rl.cli import main
-
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        code = main(["verify", "--json", "--cases-scale", "0.1", "--seed", "1"])
-    return code, json.loads(buf.getvalue())
+    return run_verify_json("--cases-scale", "0.1", "--seed", "1")

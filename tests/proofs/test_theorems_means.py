@@ -1,5 +1,4 @@
-"""The checks are known to bite: deliberately wrong implementations fail the very checks
-`hmpo verify` runs, while the project's functions pass them on the same cases."""
+"""Theorems about the power mean itself (proofs/theorems_means.py): their checks bite, and their references keep their digits."""
 
 from __future__ import annotations
 
@@ -9,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from proofs import BY_ID, DEFAULT_IMPL, RngDrawer, check_theorem
+from proofs import DEFAULT_IMPL
+
+from tests.proofs.proofs_helpers import assert_caught, sqrt_ah_geometric
 
 
 def naive_log_power_mean(log_x, p, dim=-1, *, weights=None, mask=None, keepdim=False, check=True):
@@ -23,13 +24,6 @@ def naive_log_power_mean(log_x, p, dim=-1, *, weights=None, mask=None, keepdim=F
     if math.isinf(p):
         return u.max() if p > 0 else u.min()
     return torch.log((w * torch.exp(p * u)).sum()) / p
-
-
-def sqrt_ah_geometric(x, dim=-1, *, weights=None, mask=None, keepdim=False, check=True):
-    """sqrt(A H) passed off as the geometric mean (seed 000's RMI limit)."""
-    a = DEFAULT_IMPL.arithmetic_mean(x, weights=weights)
-    h = DEFAULT_IMPL.harmonic_mean(x, weights=weights)
-    return torch.sqrt(a * h)
 
 
 def no_root_mean(log_x, p, dim=-1, *, weights=None, mask=None, keepdim=False, check=True):
@@ -50,32 +44,28 @@ def softmax_ignoring_p(log_x, p, dim=-1, *, weights=None, mask=None, check=True)
     return torch.softmax(torch.as_tensor(log_x, dtype=torch.float64), dim=-1)
 
 
-def mask_ignoring(log_x, p, dim=-1, *, weights=None, mask=None, keepdim=False, check=True):
-    """Pads are averaged in (as the seed's len(ratios) does)."""
-    u = torch.nan_to_num(torch.as_tensor(log_x, dtype=torch.float64), nan=0.0)
-    return DEFAULT_IMPL.log_power_mean(u, p, weights=weights)
-
-
 WRONG = [
     ("T1-limits", "log_power_mean", naive_log_power_mean),
     ("T4-cumulant-series", "log_power_mean", naive_log_power_mean),
     ("T1-limits", "geometric_mean", sqrt_ah_geometric),
-    ("T7-ah-from-AH", "geometric_mean", sqrt_ah_geometric),
     ("T2-monotone", "log_power_mean", no_root_mean),
     ("T2-monotone", "log_power_mean", reversed_p_mean),
     ("T3-sensitivity", "mean_weights", softmax_ignoring_p),
-    ("T9-seq-gradient", "log_power_mean", mask_ignoring),
-    ("T6-pair-iteration", "arithmetic_harmonic_iteration", DEFAULT_IMPL.gauss_agm),
     ("T14-risk", "power_mean", lambda x, p, **kw: DEFAULT_IMPL.power_mean(x, 1.0 - p, **kw)),
 ]
 
 
 @pytest.mark.parametrize("tid,field,wrong", WRONG, ids=[f"{t}:{f}:{w.__name__}" for t, f, w in WRONG])
 def test_wrong_implementation_is_caught(tid, field, wrong, derivations):
-    th = BY_ID[tid]
-    d = derivations[tid]
-    good = check_theorem(th, d, RngDrawer(np.random.default_rng(7)), DEFAULT_IMPL, cases=30)
-    bad = check_theorem(th, d, RngDrawer(np.random.default_rng(7)), DEFAULT_IMPL.with_(**{field: wrong}), cases=30)
-    assert good.passed, good.worst
-    assert not bad.passed, f"{wrong.__name__} slipped through {tid}: worst ratio {bad.max_ratio}"
-    assert bad.max_ratio > 10, "caught by a clear margin, not by rounding"
+    assert_caught(tid, field, wrong, derivations)
+
+
+@pytest.mark.parametrize("p", [2.3e-135, -1e-300, 1e-20])
+def test_risk_reference_keeps_its_digits_at_tiny_p(p):
+    """T14's mpmath certainty equivalent cancels |log10 p| digits; at 50 fixed digits a drawn
+    p = 2.3e-135 gave 1 instead of e (relative error 0.63). The torch mean must match it."""
+    from proofs.core import Case
+    from proofs.theorems_means import eval_risk
+
+    err, tol = eval_risk(None, Case(u=np.array([1.0, -0.5, 0.3]), p=p), DEFAULT_IMPL)
+    assert err <= tol

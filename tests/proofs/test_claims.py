@@ -1,17 +1,14 @@
-"""The claims ledger: coverage of the issue's claims, verdict discipline, and the seeds' numbers."""
+"""The claims ledger (proofs/claims.py): coverage of the issue's claims, verdict discipline, measured claims."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-import sympy as sp
 
 from proofs import BY_ID, CLAIMS, VERDICTS, Claim, Status, resolve
 from proofs.claims import REQUIRED
 from proofs.core import TheoremResult
-from proofs.seeds import SEED_002_TABLE, table_violations
-from proofs.theorems_iterations import exact_pair_limit
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,40 +70,6 @@ def test_test_backed_verdict_stands_only_on_supplied_passing_results(derivations
     proved_by_test = Claim("X-1", "c", "001 README / x", "proved", (f"test: {path}",))
     (r,) = resolve(results, claims=[proved_by_test], tests={path: True})
     assert r["verdict"] == "open", "a test never earns proved"
-
-
-def test_seed_002_table_is_not_monotone():
-    viol = table_violations(SEED_002_TABLE)
-    assert any("H <= G violated" in v for v in viol)
-    assert len(viol) >= 3
-    monotone = [(p, float(2 ** p), "") for p in (-2.0, -1.0, 0.0, 1.0, 2.0)]
-    assert table_violations(monotone) == []
-
-
-def test_seed_002_agm_demo_symmetric_only():
-    lim, g = exact_pair_limit([1, 2, 4, 8])
-    assert sp.simplify(lim - g) == 0
-    lim, g = exact_pair_limit([1, 1, 4])
-    assert sp.nsimplify(lim**6) == sp.Rational(512, 27) and sp.nsimplify(g**6) == 16
-    assert float(lim) > float(g)
-    lim, g = exact_pair_limit([1, 4, 4])
-    assert float(lim) < float(g)
-
-
-def test_verify_json_reports_every_theorem_and_backs_every_verdict(verify_json):
-    code, out = verify_json
-    assert code == 0, out["failures"]
-    assert out["ok"]
-    assert {t["id"] for t in out["theorems"]} == set(BY_ID)
-    passed = {t["id"]: t for t in out["theorems"] if t["passed"]}
-    assert len(passed) == len(BY_ID)
-    for c in out["ledger"]:
-        if c["verdict"] == "proved":
-            assert any(t in passed and passed[t]["status"] in ("proved", "proved-n") for t in c["evidence"]), c["id"]
-    assert sum(out["ledger_summary"].values()) == len(CLAIMS)
-    for t in out["theorems"]:
-        if t["numeric"] is not None:
-            assert t["numeric"]["passed"] and t["numeric"]["cases"] >= 1
 
 
 # ----------------------------------------------------------------------------- measured claims (studies)
