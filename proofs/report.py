@@ -29,6 +29,12 @@ def _md(s: str) -> str:
     return s.replace("|", "\\|")
 
 
+def _step_md(step: dict[str, Any], key_steps: tuple[str, ...]) -> str:
+    """One derivation step (``Step.as_dict``) as a Markdown list item's text."""
+    tag = " *(remark)*" if not step["verified"] else (" **(key step)**" if step["key"] in key_steps else "")
+    return _md(step["text"]) + tag
+
+
 def theory_markdown(res: VerifyResults, fig_rel: Path | None = FIG_SUBDIR) -> str:
     lines = [
         "# Theory: derivations checked against the code",
@@ -74,8 +80,9 @@ def theory_markdown(res: VerifyResults, fig_rel: Path | None = FIG_SUBDIR) -> st
                          f"error/tolerance {_fmt_err(r.check.max_ratio)}. Tolerance: {th.tolerance}")
         if th.refs:
             lines.append(f"- References: {th.refs}")
-        lines += ["", "Derivation steps (each checked by sympy unless it is a connecting remark):", ""]
-        lines += [f"{k}. {_md(s)}" for k, s in enumerate(d["steps"], start=1)]
+        lines += ["", "Derivation steps (each checked by sympy, or by exact arithmetic, unless marked as a remark; "
+                  "the theorem fails unless its key steps are checked):", ""]
+        lines += [f"{k}. {_step_md(st, th.key_steps)}" for k, st in enumerate(d["steps"], start=1)]
         lines.append("")
     return "\n".join(lines) + "\n"
 

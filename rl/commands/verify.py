@@ -1,6 +1,7 @@
 """``hmpo verify``: run every sympy derivation and numeric check, print the theorems and the claims ledger.
 
-Exit status 0 when every theorem earned the status it claims, every numeric check passed
+Exit status 0 when every theorem earned the status it claims (with its key steps verified
+by sympy), every numeric check passed
 and every ledger verdict that cites a theorem is backed by a passing one; 1 otherwise.
 ``--json`` prints one JSON object instead of tables; ``--write-reports [DIR]`` also writes
 DIR/theory.md, DIR/claims.md and DIR/figures/theory/*.png (DIR defaults to reports).
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         res = run_all(args.seed, theorems=ths, cases_scale=args.cases_scale, progress=tick)
 
     table = Table(title=f"hmpo verify: theorems (seed {res.seed})", show_lines=False)
-    for col in ("theorem", "status", "cases", "max error", "err/tol", "time (s)", ""):
+    for col in ("theorem", "status", "sympy steps", "cases", "max error", "err/tol", "time (s)", ""):
         table.add_column(col, overflow="fold")
     for r in res.theorems:
         d = r.as_dict()
@@ -74,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         table.add_row(
             f"{r.theorem.id}\n[dim]{r.theorem.title}[/dim]",
             d["status_text"],
+            f"{len(r.verified_steps)} of {len(d['steps'])}",
             str(chk.cases) if chk else "-",
             f"{chk.max_error:.2e}" if chk and math.isfinite(chk.max_error) else ("inf" if chk else "-"),
             f"{chk.max_ratio:.2e}" if chk and math.isfinite(chk.max_ratio) else ("inf" if chk else "-"),

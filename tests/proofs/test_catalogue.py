@@ -27,6 +27,14 @@ def test_derivation_earns_claimed_status(th, derivations):
         assert d.counterexample
 
 
+@pytest.mark.parametrize("th", THEOREMS, ids=lambda t: t.id)
+def test_every_theorem_names_key_steps_that_sympy_verified(th, derivations):
+    assert th.key_steps, f"{th.id}: a theorem names the steps its statement rests on"
+    assert len(set(th.key_steps)) == len(th.key_steps)
+    missing = set(th.key_steps) - derivations[th.id].verified_keys()
+    assert not missing, f"{th.id}: key steps {missing} are not verified by sympy"
+
+
 @pytest.mark.parametrize("th", NUMERIC, ids=lambda t: t.id)
 @settings(max_examples=10)
 @given(data=st.data())

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from proofs import BY_ID, DEFAULT_IMPL
+from proofs import BY_ID, DEFAULT_IMPL, theorems_losses
 from proofs.forms import dps_for, mp_eval
 
 from rl.losses import policy_loss
@@ -86,3 +86,21 @@ def mask_ignoring(log_x, p, dim=-1, *, weights=None, mask=None, keepdim=False, c
 
 def test_wrong_implementation_is_caught(derivations):
     assert_caught("T9-seq-gradient", "log_power_mean", mask_ignoring, derivations)
+
+
+#: the steps sympy must verify in each theorem's derivation (at least those its statement rests on), held
+#: here apart from ``Theorem.key_steps`` so that a step demoted to a remark is caught in either place
+VERIFIED = {
+    "T9-seq-gradient": {"ds/dlogpi", "p=0"},
+    "T10-on-policy": {"on-policy", "p=0", "token-grpo"},
+    "T11-breakdown": {"H: r->0", "H weight: r->0", "H: r->inf", "H weight: r->inf"},
+    "T12-clipping": {"p_up", "p_low", "shift"},
+    "T13-learnable-p": {"dJ/dp"},
+}
+
+
+@pytest.mark.parametrize("tid", sorted(VERIFIED))
+def test_sympy_verifies_the_key_steps(tid, derivations):
+    assert set(VERIFIED) == {th.id for th in theorems_losses.THEOREMS}
+    assert VERIFIED[tid] <= derivations[tid].verified_keys(), tid
+    assert VERIFIED[tid] <= set(BY_ID[tid].key_steps), "hmpo verify must fail the theorem without them"

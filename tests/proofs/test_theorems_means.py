@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from proofs import DEFAULT_IMPL
+from proofs import BY_ID, DEFAULT_IMPL, theorems_means
 
 from tests.proofs.proofs_helpers import assert_caught, sqrt_ah_geometric
 
@@ -44,10 +44,21 @@ def softmax_ignoring_p(log_x, p, dim=-1, *, weights=None, mask=None, check=True)
     return torch.softmax(torch.as_tensor(log_x, dtype=torch.float64), dim=-1)
 
 
+def nan_geometric_mean(x, dim=-1, *, weights=None, mask=None, keepdim=False, check=True):
+    """NaN for every input: a check that let a NaN error lose to a finite one would pass it."""
+    return torch.full((), math.nan, dtype=torch.float64)
+
+
+def nan_dlogdp(log_x, p, dim=-1, *, weights=None, mask=None, keepdim=False, check=True):
+    return torch.full((), math.nan, dtype=torch.float64)
+
+
 WRONG = [
     ("T1-limits", "log_power_mean", naive_log_power_mean),
     ("T4-cumulant-series", "log_power_mean", naive_log_power_mean),
     ("T1-limits", "geometric_mean", sqrt_ah_geometric),
+    ("T1-limits", "geometric_mean", nan_geometric_mean),
+    ("T2-monotone", "dlog_power_mean_dp", nan_dlogdp),
     ("T2-monotone", "log_power_mean", no_root_mean),
     ("T2-monotone", "log_power_mean", reversed_p_mean),
     ("T3-sensitivity", "mean_weights", softmax_ignoring_p),
@@ -69,3 +80,23 @@ def test_risk_reference_keeps_its_digits_at_tiny_p(p):
 
     err, tol = eval_risk(None, Case(u=np.array([1.0, -0.5, 0.3]), p=p), DEFAULT_IMPL)
     assert err <= tol
+
+
+#: the steps sympy must verify in each theorem's derivation (at least those its statement rests on), held
+#: here apart from ``Theorem.key_steps`` so that a step demoted to a remark is caught in either place
+VERIFIED = {
+    "T1-limits": {"p->0", "p->+inf", "p->-inf"},
+    "T2-monotone": {"dlogM/dp=KL/p^2", "gibbs", "p=0"},
+    "T3-sensitivity": {"dlogM/du=softmax", "dM/dx"},
+    "T4-cumulant-series": {"coef-p0", "coef-p1", "coef-p2", "coef-p3", "coef-p4", "coef-p5", "harmonic"},
+    "T5-homogeneity-duality": {"homogeneity", "duality"},
+    "T5b-symmetry": {f"n={n}" for n in range(2, 9)},
+    "T14-risk": {"certainty-equivalent", "rra=1-p"},
+}
+
+
+@pytest.mark.parametrize("tid", sorted(VERIFIED))
+def test_sympy_verifies_the_key_steps(tid, derivations):
+    assert set(VERIFIED) == {th.id for th in theorems_means.THEOREMS}
+    assert VERIFIED[tid] <= derivations[tid].verified_keys(), tid
+    assert VERIFIED[tid] <= set(BY_ID[tid].key_steps), "hmpo verify must fail the theorem without them"

@@ -1,10 +1,15 @@
-"""`hmpo verify` (rl/commands/verify.py): the JSON it prints reports every theorem and backs every verdict."""
+"""`hmpo verify` (rl/commands/verify.py): its JSON reports every theorem and backs every verdict, and a
+deliberately wrong theorem ends FAILED with exit status 1."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
+import sympy as sp
 
 from proofs import BY_ID, CLAIMS
+from proofs.core import Derivation, Proof, Status, Theorem
 
 from tests.proofs.proofs_helpers import verify_json as run_verify_json
 
@@ -28,3 +33,54 @@ def test_verify_json_reports_every_theorem_and_backs_every_verdict(verify_json):
     for t in out["theorems"]:
         if t["numeric"] is not None:
             assert t["numeric"]["passed"] and t["numeric"]["cases"] >= 1
+
+
+def test_json_lists_the_verified_steps_of_every_theorem(verify_json):
+    _, out = verify_json
+    for t in out["theorems"]:
+        verified = {s["key"] for s in t["steps"] if s["verified"]}
+        assert t["key_steps"] and set(t["key_steps"]) <= verified, t["id"]
+        assert all(s["kind"] == "note" for s in t["steps"] if not s["verified"]), t["id"]
+
+
+# ----------------------------------------------------------------------------- a wrong theorem ends FAILED
+
+x = sp.Symbol("x", positive=True)
+
+
+def _false_identity() -> Derivation:
+    pf = Proof()
+    pf.equal(sp.log(x**2), sp.log(x), "log(x^2) = log(x)", log_form=True, key="key")
+    return pf.done(Status.PROVED)
+
+
+def _key_step_as_remark() -> Derivation:
+    pf = Proof()
+    pf.note("x + 1 = x")
+    return pf.done(Status.PROVED)
+
+
+def _wrong(derive) -> Theorem:
+    return Theorem(id="X-wrong", title="a deliberately wrong theorem", statement="s", latex="l", assumptions=(),
+                   derive=derive, certifies=(), expected=Status.PROVED, key_steps=("key",))
+
+
+@pytest.mark.parametrize("derive", [_false_identity, _key_step_as_remark])
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_wrong_theorem_ends_failed(derive, as_json, monkeypatch, capsys):
+    import proofs
+    from rl.cli import main
+
+    monkeypatch.setattr(proofs, "THEOREMS", [*proofs.THEOREMS, _wrong(derive)])
+    code = main(["verify", "--only", "X-wrong", "--no-ledger", *(["--json"] if as_json else [])])
+    out = capsys.readouterr().out
+    assert code == 1
+    if as_json:
+        res = json.loads(out)
+        (t,) = res["theorems"]
+        assert (t["id"], t["status"], t["passed"], res["ok"]) == ("X-wrong", "failed", False, False)
+        assert res["failures"] and res["failures"][0].startswith("X-wrong: derivation")
+    else:
+        row = next(ln for ln in out.splitlines() if "X-wrong" in ln and "FAILED" in ln)
+        assert "FAIL" in row.rsplit("FAILED", 1)[1]
+        assert "0/1 theorems passed" in out and "FAIL X-wrong: derivation" in out
