@@ -71,6 +71,30 @@ def test_wrong_implementation_is_caught(tid, field, wrong, derivations):
     assert_caught(tid, field, wrong, derivations)
 
 
+def textbook_dlogdp(log_x, p, dim=-1, *, weights=None, mask=None, keepdim=False, check=True):
+    """(E_pi[u] - log M_p)/p: exact in exact arithmetic, but its two terms agree to -log10(|p| spread) digits."""
+    u = torch.as_tensor(log_x, dtype=torch.float64)
+    pi = DEFAULT_IMPL.mean_weights(u, p, weights=weights)
+    return ((pi * u).sum(-1) - DEFAULT_IMPL.log_power_mean(u, p, weights=weights)) / p
+
+
+@pytest.mark.parametrize("u,p", [([-5.0, 1.0, 4.5, 0.3], 1e-6), ([-5.0, 1.0, 4.5, 0.3], -1e-5), ([-4.0, 3.9], 1e-7),
+                                 ([2.0, -1.0, -3.0, 4.0, 0.5], 1e-5)])
+def test_T2_tolerance_rejects_the_cancelling_textbook_derivative(u, p, derivations):
+    """T2's d/dp tolerance follows meantheory's error model (no 1/|p| allowance below |p| spread = 1e-3),
+    so the textbook form, which loses ~eps max|u| / |p|, fails it by 30-3000x on these cases. The
+    earlier tolerance, 1 + min(1e3 spread, 1/|p|) times term (1), let it pass here (error/tolerance
+    0.003 to 0.4)."""
+    from proofs.core import Case
+    from proofs.theorems_means import eval_monotone
+
+    case = Case(u=np.array(u), p=p)
+    err, tol = eval_monotone(derivations["T2-monotone"], case, DEFAULT_IMPL)
+    assert err <= tol
+    err, tol = eval_monotone(derivations["T2-monotone"], case, DEFAULT_IMPL.with_(dlog_power_mean_dp=textbook_dlogdp))
+    assert err > 10 * tol
+
+
 @pytest.mark.parametrize("p", [2.3e-135, -1e-300, 1e-20])
 def test_risk_reference_keeps_its_digits_at_tiny_p(p):
     """T14's mpmath certainty equivalent cancels |log10 p| digits; at 50 fixed digits a drawn
