@@ -84,3 +84,29 @@ def test_a_wrong_theorem_ends_failed(derive, as_json, monkeypatch, capsys):
         row = next(ln for ln in out.splitlines() if "X-wrong" in ln and "FAILED" in ln)
         assert "FAIL" in row.rsplit("FAILED", 1)[1]
         assert "0/1 theorems passed" in out and "FAIL X-wrong: derivation" in out
+
+
+def test_verify_runs_the_ledgers_checks_and_resolves_their_claims(verify_json):
+    """C001-10 (MuonClip) rests on rl.ledger_checks' muonclip-qk-cap, which `hmpo verify` runs."""
+    _, out = verify_json
+    (chk,) = out["checks"]
+    assert chk["name"] == "muonclip-qk-cap" and chk["passed"] and "<= tau" in chk["detail"]
+    c = next(c for c in out["ledger"] if c["id"] == "C001-10")
+    assert (c["verdict"], c["ok"], c["pending"]) == ("conditional", True, "")
+    assert c["checks"] == [{"name": chk["name"], "passed": True, "detail": chk["detail"]}]
+
+
+def test_verify_only_skips_the_checks(monkeypatch, capsys):
+    from rl import ledger_checks
+    from rl.cli import main
+
+    def explode() -> str:
+        raise AssertionError("ran")
+
+    monkeypatch.setitem(ledger_checks.CHECKS, "muonclip-qk-cap", explode)
+    code, out = run_verify_json("--only", "T8-agm", "--cases-scale", "0.05")
+    assert code == 0 and out["checks"] == []
+    c = next(c for c in out["ledger"] if c["id"] == "C001-10")
+    assert c["verdict"] == "open" and c["ok"] and "muonclip-qk-cap" in c["pending"]
+    assert main(["verify", "--only", "T8-agm", "--cases-scale", "0.05", "--no-ledger"]) == 0
+    assert "check " not in capsys.readouterr().out
