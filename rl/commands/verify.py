@@ -5,7 +5,9 @@ by sympy), every numeric check passed and every ledger verdict that cites a theo
 check is backed by a passing one; 1 otherwise. The ledger's checks of rl code
 (``rl.ledger_checks.CHECKS``, e.g. MuonClip's QK cap) run here too. ``--json`` prints one
 JSON object instead of tables; ``--write-reports [DIR]`` also writes DIR/theory.md,
-DIR/claims.md and DIR/figures/theory/*.png (DIR defaults to reports).
+DIR/claims.md and DIR/figures/theory/*.png (DIR defaults to reports). A bad argument
+(``--cases-scale 0``, an ``--only`` prefix no theorem has) raises ValueError, which ``rl.cli``
+answers with one line and exit status 2.
 """
 
 from __future__ import annotations
