@@ -10,7 +10,7 @@ HMPO's is ``A s`` with p = -1; PPO clipping replaces ``A s`` by
 These are symbolic statements about the losses of ``rl.losses`` (issue 4). Their numeric
 checks here run against the meantheory functions the losses are built on (proofs does not
 import rl); checks against ``rl.losses.policy_loss`` itself live in
-tests/proofs/test_losses_theorems.py (T9, T10, T13) and tests/rl/test_losses_research.py (T12).
+tests/proofs/test_theorems_losses.py (T9, T10, T13) and tests/rl/test_losses_research.py (T12).
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ T9 = Theorem(
     derive=derive_seq_gradient,
     key_steps=("ds/dlogpi", "p=0"),
     certifies=("autograd of exp(meantheory.log_power_mean(logp - old_logp, p, mask))", "meantheory.mean_weights",
-               "rl.losses.policy_loss(level='sequence') (tests/proofs/test_losses_theorems.py)"),
+               "rl.losses.policy_loss(level='sequence') (tests/proofs/test_theorems_losses.py)"),
     expected=Status.PROVED,
     make_case=case_seq,
     evaluate=eval_seq_gradient,
@@ -189,7 +189,7 @@ T10 = Theorem(
     assumptions=("pi = pi_old on every token", "w_t > 0, sum w = 1"),
     derive=derive_on_policy,
     key_steps=("on-policy", "p=0", "token-grpo"),
-    certifies=("autograd of exp(meantheory.log_power_mean) at r = 1", "rl.losses.policy_loss levels agree on-policy (tests/proofs/test_losses_theorems.py)"),
+    certifies=("autograd of exp(meantheory.log_power_mean) at r = 1", "rl.losses.policy_loss levels agree on-policy (tests/proofs/test_theorems_losses.py)"),
     expected=Status.PROVED,
     make_case=case_on_policy,
     evaluate=eval_on_policy,
@@ -417,7 +417,7 @@ T13 = Theorem(
     assumptions=("s_p = M_p(r)", "0 < eps < 1", "p != 0 (the limit p -> 0 is A s Var/2)"),
     derive=derive_learnable_p,
     key_steps=("dJ/dp", "drift"),
-    certifies=("autograd of meantheory.log_power_mean in a tensor p", "rl.losses.policy_loss with learnable p (tests/proofs/test_losses_theorems.py)"),
+    certifies=("autograd of meantheory.log_power_mean in a tensor p", "rl.losses.policy_loss with learnable p (tests/proofs/test_theorems_losses.py)"),
     expected=Status.PROVED,
     make_case=case_learnable,
     evaluate=eval_learnable,

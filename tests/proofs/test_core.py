@@ -11,7 +11,6 @@ import sympy as sp
 
 from proofs.core import (
     DEFAULT_IMPL,
-    Case,
     DerivationError,
     Proof,
     RngDrawer,
@@ -23,6 +22,8 @@ from proofs.core import (
     run_theorem,
     worst,
 )
+
+from tests.proofs.proofs_helpers import derive_false_identity, derive_key_step_as_remark, fake_theorem
 
 x = sp.Symbol("x", positive=True)
 t = sp.Symbol("t", real=True)
@@ -115,26 +116,8 @@ def _derive_true() -> object:
     return pf.done(Status.PROVED)
 
 
-def _derive_false() -> object:
-    pf = Proof()
-    pf.equal(sp.log(x**2), sp.log(x), "log(x^2) = log(x)", log_form=True, key="key")
-    return pf.done(Status.PROVED)
-
-
-def _derive_key_as_note() -> object:
-    pf = Proof()
-    pf.note("e^u e^-u = 1")  # the key step, demoted to a remark
-    return pf.done(Status.PROVED)
-
-
-def _case(d) -> Case:
-    return Case(u=d.floats(3, -1.0, 1.0))
-
-
 def _fake(derive, evaluate=None, expected=Status.PROVED) -> Theorem:
-    return Theorem(id="X-fake", title="fake", statement="s", latex="l", assumptions=(), derive=derive, certifies=(),
-                   expected=expected, make_case=_case if evaluate else None, evaluate=evaluate, key_steps=("key",),
-                   cases=5)
+    return fake_theorem(derive, evaluate, expected)
 
 
 def _run(th: Theorem):
@@ -149,14 +132,14 @@ def test_a_sound_fake_theorem_passes():
 
 
 def test_a_false_identity_fails_the_theorem():
-    r = _run(_fake(_derive_false))
+    r = _run(_fake(derive_false_identity))
     assert not r.passed and r.status is Status.FAILED
     assert r.derivation is None and r.verified_steps == []
     assert "DerivationError" in r.error and "log(x^2) = log(x)" in r.error
 
 
 def test_a_key_step_that_is_only_a_remark_fails_the_theorem():
-    r = _run(_fake(_derive_key_as_note, evaluate=lambda d, c, impl: (0.0, 1.0)))
+    r = _run(_fake(derive_key_step_as_remark, evaluate=lambda d, c, impl: (0.0, 1.0)))
     assert not r.passed and r.status is Status.FAILED
     assert "key steps not verified by sympy: key" in r.error
     assert r.check is None  # a derivation that did not earn its status is not checked numerically

@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-import sympy as sp
 
 from proofs import BY_ID, CLAIMS
-from proofs.core import Derivation, Proof, Status, Theorem
 
+from tests.proofs.proofs_helpers import derive_false_identity, derive_key_step_as_remark, fake_theorem
 from tests.proofs.proofs_helpers import verify_json as run_verify_json
 
 
@@ -45,33 +44,13 @@ def test_json_lists_the_verified_steps_of_every_theorem(verify_json):
 
 # ----------------------------------------------------------------------------- a wrong theorem ends FAILED
 
-x = sp.Symbol("x", positive=True)
-
-
-def _false_identity() -> Derivation:
-    pf = Proof()
-    pf.equal(sp.log(x**2), sp.log(x), "log(x^2) = log(x)", log_form=True, key="key")
-    return pf.done(Status.PROVED)
-
-
-def _key_step_as_remark() -> Derivation:
-    pf = Proof()
-    pf.note("x + 1 = x")
-    return pf.done(Status.PROVED)
-
-
-def _wrong(derive) -> Theorem:
-    return Theorem(id="X-wrong", title="a deliberately wrong theorem", statement="s", latex="l", assumptions=(),
-                   derive=derive, certifies=(), expected=Status.PROVED, key_steps=("key",))
-
-
-@pytest.mark.parametrize("derive", [_false_identity, _key_step_as_remark])
+@pytest.mark.parametrize("derive", [derive_false_identity, derive_key_step_as_remark])
 @pytest.mark.parametrize("as_json", [False, True])
 def test_a_wrong_theorem_ends_failed(derive, as_json, monkeypatch, capsys):
     import proofs
     from rl.cli import main
 
-    monkeypatch.setattr(proofs, "THEOREMS", [*proofs.THEOREMS, _wrong(derive)])
+    monkeypatch.setattr(proofs, "THEOREMS", [*proofs.THEOREMS, fake_theorem(derive, tid="X-wrong")])
     code = main(["verify", "--only", "X-wrong", "--no-ledger", *(["--json"] if as_json else [])])
     out = capsys.readouterr().out
     assert code == 1
