@@ -49,16 +49,11 @@ def nan_geometric_mean(x, dim=-1, *, weights=None, mask=None, keepdim=False, che
     return torch.full((), math.nan, dtype=torch.float64)
 
 
-def nan_dlogdp(log_x, p, dim=-1, *, weights=None, mask=None, keepdim=False, check=True):
-    return torch.full((), math.nan, dtype=torch.float64)
-
-
 WRONG = [
     ("T1-limits", "log_power_mean", naive_log_power_mean),
     ("T4-cumulant-series", "log_power_mean", naive_log_power_mean),
     ("T1-limits", "geometric_mean", sqrt_ah_geometric),
     ("T1-limits", "geometric_mean", nan_geometric_mean),
-    ("T2-monotone", "dlog_power_mean_dp", nan_dlogdp),
     ("T2-monotone", "log_power_mean", no_root_mean),
     ("T2-monotone", "log_power_mean", reversed_p_mean),
     ("T3-sensitivity", "mean_weights", softmax_ignoring_p),

@@ -13,11 +13,6 @@ from tests.proofs.proofs_helpers import derive_false_identity, derive_key_step_a
 from tests.proofs.proofs_helpers import verify_json as run_verify_json
 
 
-@pytest.fixture(scope="module")
-def verify_json():
-    return run_verify_json("--cases-scale", "0.1", "--seed", "1")
-
-
 def test_verify_json_reports_every_theorem_and_backs_every_verdict(verify_json):
     code, out = verify_json
     assert code == 0, out["failures"]
