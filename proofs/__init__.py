@@ -4,6 +4,7 @@ Public API (used by ``hmpo verify`` and ``hmpo report``)::
 
     from proofs import run_all, write_reports
     res = run_all(seed=0)          # derive every theorem, run every numeric check, resolve the ledger
+    res = run_all(checks=rl.ledger_checks.CHECKS)   # also run the ledger's checks of rl code
     res.ok                          # False if any derivation or check failed
     write_reports(res, "reports")  # theory.md, claims.md, figures/theory/*.png
 
@@ -13,7 +14,7 @@ project functions the numeric checks certify; substitute one to see a check bite
 """
 
 from proofs.catalogue import BY_ID, THEOREMS
-from proofs.claims import CLAIMS, VERDICTS, Claim, resolve, summary
+from proofs.claims import CLAIMS, VERDICTS, CheckOutcome, Claim, resolve, summary
 from proofs.core import (
     DEFAULT_IMPL,
     Case,
@@ -24,12 +25,14 @@ from proofs.core import (
     Impl,
     RngDrawer,
     Status,
+    Step,
+    StepKind,
     Theorem,
     TheoremResult,
     check_theorem,
     run_theorem,
 )
-from proofs.runner import VerifyResults, run_all
+from proofs.runner import VerifyResults, run_all, run_checks
 
 
 def write_reports(results: VerifyResults, out_dir: str = "reports") -> list:
@@ -43,6 +46,7 @@ __all__ = [
     "BY_ID",
     "CLAIMS",
     "Case",
+    "CheckOutcome",
     "CheckResult",
     "Claim",
     "DEFAULT_IMPL",
@@ -52,6 +56,8 @@ __all__ = [
     "Impl",
     "RngDrawer",
     "Status",
+    "Step",
+    "StepKind",
     "THEOREMS",
     "Theorem",
     "TheoremResult",
@@ -60,6 +66,7 @@ __all__ = [
     "check_theorem",
     "resolve",
     "run_all",
+    "run_checks",
     "run_theorem",
     "summary",
     "write_reports",

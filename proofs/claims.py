@@ -2,15 +2,16 @@
 
 Verdicts: ``proved``, ``refuted``, ``conditional`` (true only under a stated condition),
 ``measured`` (a study figure), ``open``. Evidence is a tuple of theorem ids,
-``"study: <name>"`` placeholders that the studies fill, and ``"test: <path>"`` test files
-of the suite (for code outside proofs, which proofs does not import). The verdict written
-here is a *claim about the evidence*; :func:`resolve` earns it in each run: a ``proved``,
-``refuted`` or ``conditional`` verdict stands only if every theorem it cites passed in
-this run with a fitting status (``proved`` needs a proved theorem; ``refuted`` and
-``conditional`` need a theorem or a test), otherwise it is reported as ``open`` and marked
-broken, and ``hmpo verify`` fails. Cited tests count only where their results are supplied
-(``tests``: path -> passed); until then the claim is ``open`` but not broken, and a failed
-one breaks it.
+``"study: <name>"`` placeholders that the studies fill, and ``"check: <name>"`` checks of
+code outside proofs (which proofs does not import: ``rl.ledger_checks``), which ``hmpo
+verify`` runs and passes in as :class:`CheckOutcome` records. The verdict written here is a
+*claim about the evidence*; :func:`resolve` earns it in each run: a ``proved``, ``refuted``
+or ``conditional`` verdict stands only if every theorem it cites passed in this run with a
+fitting status (``proved`` needs a proved theorem; ``refuted`` and ``conditional`` need a
+theorem or a check) and every check it cites passed, otherwise it is reported as ``open``
+and marked broken, and ``hmpo verify`` fails. A check never earns ``proved`` (it runs one
+fixed case). A claim whose check did not run in this report is ``open``, not broken, with a
+note naming the check.
 
 ``measured`` comes only from the studies: a claim declared ``measured`` names the findings
 that answer it (:data:`MEASURED_BY`, finding ids of the studies' findings.json) under its
@@ -32,11 +33,11 @@ from typing import Any
 
 from proofs.core import Status, TheoremResult
 
-__all__ = ["Claim", "CLAIMS", "VERDICTS", "REQUIRED", "MEASURED_BY", "FINDING_WORDS", "resolve", "summary"]
+__all__ = ["Claim", "CheckOutcome", "CLAIMS", "VERDICTS", "REQUIRED", "MEASURED_BY", "FINDING_WORDS", "resolve", "summary"]
 
 VERDICTS = ("proved", "refuted", "conditional", "measured", "open")
 #: evidence prefixes that are not theorem ids
-EVIDENCE_KINDS = ("study:", "test:")
+EVIDENCE_KINDS = ("study:", "check:")
 #: a finding's verdict (rl.studies.report.measured_claims) -> how the ledger words it. "refuted"
 #: here is a measured direction (the data went the other way), not the ledger verdict "refuted".
 FINDING_WORDS = {
@@ -67,11 +68,22 @@ class Claim:
     def studies(self) -> list[str]:
         return self._of("study:")
 
-    def tests(self) -> list[str]:
-        return self._of("test:")
+    def checks(self) -> list[str]:
+        return self._of("check:")
 
     def _of(self, kind: str) -> list[str]:
         return [e.split(":", 1)[1].strip() for e in self.evidence if e.startswith(kind)]
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """What one ledger check (evidence ``check: <name>``) gave in this run: whether it passed,
+    and one line saying what it established or why it failed."""
+
+    name: str
+    passed: bool
+    detail: str
+    seconds: float = 0.0
 
 
 Row = tuple[int, str, str, str, tuple[str, ...], str]  # (NN, claim, section, verdict, evidence, note)
@@ -245,11 +257,12 @@ SEED_001: list[Row] = [
     (9, "GSPO's effectiveness may come from being the balance point between arithmetic and harmonic", "Key Insight",
      "open", ("study: mean-sweep",), "Hypothesis for the p-sweep study."),
     (10, "The MuonClip (QK-clip) wrapper stabilises attention QK scores", "Using MuonClip", "conditional",
-     ("test: tests/rl/test_muonclip.py",),
-     "rl.optim.MuonClip (rl/optim/muon_clip.py) rescales W_q, W_k per head after each step; its tests check that every head's "
-     "max QK logit is then <= tau on the step's inputs (exactly with recheck=True, Kimi K2's recheck=False only up to the "
-     "step's own change) and that heads below tau are untouched. It caps the scores; that the cap stabilises RL training is "
-     "not measured here. No theorem: the verdict stands only where the test results are supplied."),
+     ("check: muonclip-qk-cap",),
+     "It caps them: rl.optim.MuonClip rescales W_q, W_k per head after each step, and the check muonclip-qk-cap (run by "
+     "hmpo verify) finds every head's max QK logit <= tau on each step's batch after 3 Muon steps, with one head forced to "
+     "~1000 (multi-head and grouped-key, rotary models), the clipped head at tau and the other heads stepped exactly as by "
+     "plain Muon. Condition: recheck=True (the default); Kimi K2's order (recheck=False) caps only up to the step's own "
+     "change. That the cap stabilises RL training is not measured here."),
     (11, "The harmonic mean's conservatism suits safety-critical systems", "Potential Applications", "open",
      (), "Application claim, not measured (the stability study, C000-15, does not measure safety)."),
     (12, "Computational cost differences between the means are negligible (drop-in replacements)",
@@ -370,15 +383,16 @@ def _direction(entries: list[dict[str, Any]]) -> str:
 
 
 def resolve(results: Iterable[TheoremResult], studies: Mapping[str, Any] | None = None,
-            claims: list[Claim] = CLAIMS, tests: Mapping[str, bool] | None = None) -> list[dict[str, Any]]:
+            claims: list[Claim] = CLAIMS, checks: Mapping[str, CheckOutcome] | None = None) -> list[dict[str, Any]]:
     """Each claim with the verdict it earned in this run (see module docstring).
 
+    ``checks`` maps check names to their outcomes in this run (``proofs.runner.run_checks``).
     Raises ValueError for malformed study evidence or a finding verdict outside
     :data:`FINDING_WORDS` (a study cannot say "proved").
     """
     by_id = {r.theorem.id: r for r in results}
     studies = studies or {}
-    tests = tests or {}
+    checks = checks or {}
     out = []
     for c in claims:
         broken = []
@@ -390,11 +404,14 @@ def resolve(results: Iterable[TheoremResult], studies: Mapping[str, Any] | None 
                 r = by_id.get(tid)
                 if r is None or not _fits(c.verdict, r):
                     broken.append(tid)
-            broken += [f"test: {t}" for t in c.tests() if t in tests and not tests[t]]
-            waiting = any(t not in tests for t in c.tests())
-            backed = bool(c.theorem_ids()) or (c.verdict != "proved" and bool(c.tests()))
-            if broken or waiting or not backed:
+            broken += [f"check: {k}" for k in c.checks() if k in checks and not checks[k].passed]
+            missing = [k for k in c.checks() if k not in checks]
+            backed = bool(c.theorem_ids()) or (c.verdict != "proved" and bool(c.checks()))
+            if broken or missing or not backed:
                 verdict = "open"
+            if missing and not broken:
+                pending = (f"Open in this report: rests on the check {', '.join(missing)}, which did not run "
+                           "(`hmpo verify` runs it).")
         elif c.verdict == "measured":
             # theory the claim leans on must hold, whatever the studies say
             broken = [tid for tid in c.theorem_ids() if tid not in by_id or not _fits("measured", by_id[tid])]
@@ -420,6 +437,7 @@ def resolve(results: Iterable[TheoremResult], studies: Mapping[str, Any] | None 
             "measured": entries,
             "direction": _direction(entries) if entries else "",
             "pending": pending,
+            "checks": [{"name": k, "passed": checks[k].passed, "detail": checks[k].detail} for k in c.checks() if k in checks],
         })
     return out
 

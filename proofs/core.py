@@ -20,6 +20,13 @@ Statuses, weakest last:
 * ``refuted``: false, with a counterexample that sympy or exact arithmetic confirms;
 * ``open``: nothing established;
 * ``failed``: the derivation raised or did not reduce; ``hmpo verify`` then exits non-zero.
+
+A derivation records its steps as typed :class:`Step` records: each says whether sympy
+verified it (a difference reduced to 0, an identical canonical form, a limit, a condition
+evaluated to True) or whether it is a connecting remark (``note``). A theorem names the
+steps its statement rests on (``key_steps``); :func:`run_theorem` fails the theorem unless
+sympy verified every one of them in this run, so a key step silently turned into a remark
+cannot keep a status it no longer earns.
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ import meantheory
 
 __all__ = [
     "Status",
+    "StepKind",
+    "Step",
     "DerivationError",
     "Derivation",
     "Proof",
@@ -53,6 +62,7 @@ __all__ = [
     "run_theorem",
     "EPS",
     "worst",
+    "ratio",
     "rel_err",
     "log_tol",
 ]
@@ -64,15 +74,28 @@ EPS = float(np.finfo(np.float64).eps)
 # What every ``evaluate`` returns: the (error, tolerance) pair of its worst sub-check.
 
 
+def ratio(error: float, tolerance: float) -> float:
+    """``error / tolerance``, the quantity a numeric check passes on (<= 1): infinite for a
+    non-finite error, and for a non-zero error against a zero tolerance; 0 for 0 against 0."""
+    if not math.isfinite(error):
+        return math.inf
+    if tolerance <= 0:
+        return 0.0 if error == 0 else math.inf
+    r = error / tolerance
+    return r if math.isfinite(r) else math.inf
+
+
 def worst(*checks: tuple[float, float]) -> tuple[float, float]:
-    """The ``(error, tolerance)`` pair with the largest error/tolerance ratio (the first on ties);
-    a non-finite error wins outright, so a NaN or overflow can never hide behind a finite pair."""
-    best = (0.0, 1.0)
+    """The ``(error, tolerance)`` pair with the largest :func:`ratio` (the first on ties); a
+    non-finite error (NaN included) wins outright, reported as an infinite error, so a NaN or
+    an overflow can never hide behind a finite pair."""
+    best, best_ratio = (0.0, 1.0), 0.0
     for e, t in checks:
         if not math.isfinite(e):
             return (math.inf, t)
-        if e / t > best[0] / best[1]:
-            best = (e, t)
+        r = ratio(e, t)
+        if r > best_ratio:
+            best, best_ratio = (e, t), r
     return best
 
 
@@ -109,12 +132,40 @@ class DerivationError(AssertionError):
     """A derivation step did not reduce to what it should."""
 
 
+class StepKind(str, Enum):
+    """How a derivation step was established."""
+
+    REDUCED = "reduced"          # sympy simplified the difference of the two sides to 0
+    IDENTICAL = "identical"      # the two sides are the same expression after sympy's canonicalisation
+    LIMIT = "limit"              # sympy.limit returned the expected value
+    ESTABLISHED = "established"  # a condition evaluated to True (sympy's assumptions or exact arithmetic)
+    NOTE = "note"                # a connecting remark: nothing was checked
+
+
+@dataclass(frozen=True)
+class Step:
+    """One recorded derivation step: what it says, how it was established, and an optional
+    ``key`` by which a theorem (``Theorem.key_steps``) and the tests name it."""
+
+    text: str
+    kind: StepKind
+    key: str | None = None
+
+    @property
+    def verified(self) -> bool:
+        """True unless the step is a remark (``note``): sympy or exact arithmetic checked it."""
+        return self.kind is not StepKind.NOTE
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "kind": self.kind.value, "key": self.key, "verified": self.verified}
+
+
 @dataclass
 class Derivation:
     """What a derivation earned: its status, the steps done, and the numeric forms."""
 
     status: Status
-    steps: list[str]
+    steps: list[Step]
     n_max: int | None = None
     counterexample: str | None = None
     forms: dict[str, Any] = field(default_factory=dict)
@@ -123,22 +174,38 @@ class Derivation:
     def describe(self) -> str:
         return self.status.describe(self.n_max)
 
+    @property
+    def verified_steps(self) -> list[Step]:
+        """The steps sympy (or exact arithmetic) verified, in order; remarks left out."""
+        return [s for s in self.steps if s.verified]
+
+    def verified_keys(self) -> set[str]:
+        """The keys of the verified steps."""
+        return {s.key for s in self.verified_steps if s.key is not None}
+
 
 class Proof:
-    """Records derivation steps; every ``zero``/``equal``/``limit`` check is done by sympy.
+    """Records derivation steps; every ``zero``/``equal``/``same``/``limit``/``true`` check is done by sympy.
 
     A step that does not reduce raises :class:`DerivationError`, so a derivation can only
-    return a status after all of its steps passed.
+    return a status after all of its steps passed. ``key`` names a step (unique within one
+    derivation) so that a theorem can require it (``Theorem.key_steps``).
     """
 
     def __init__(self) -> None:
-        self.steps: list[str] = []
+        self.steps: list[Step] = []
         self.latex: dict[str, str] = {}
 
-    def note(self, text: str) -> None:
-        self.steps.append(text)
+    def _record(self, text: str, kind: StepKind, key: str | None) -> None:
+        if key is not None and any(s.key == key for s in self.steps):
+            raise ValueError(f"step key {key!r} used twice in one derivation")
+        self.steps.append(Step(text, kind, key))
 
-    def zero(self, expr: Any, what: str, *, log_form: bool = False) -> None:
+    def note(self, text: str) -> None:
+        """A connecting remark: recorded, not checked (and so never a key step)."""
+        self._record(text, StepKind.NOTE, None)
+
+    def zero(self, expr: Any, what: str, *, log_form: bool = False, key: str | None = None) -> None:
         """Require ``expr`` to simplify to 0 (``log_form``: expand logs with positivity first)."""
         e = sp.expand_log(expr, force=True) if log_form else expr
         red = sp.simplify(e)
@@ -146,18 +213,19 @@ class Proof:
             red = sp.simplify(sp.expand(sp.powsimp(sp.expand_log(red, force=True), force=True)))
         if red != 0:
             raise DerivationError(f"{what}: difference did not reduce to 0 (got {red})")
-        self.steps.append(f"{what}: sympy reduces the difference to 0")
+        self._record(f"{what}: sympy reduces the difference to 0", StepKind.REDUCED, key)
 
-    def equal(self, lhs: Any, rhs: Any, what: str, *, log_form: bool = False) -> None:
-        self.zero(sp.sympify(lhs) - sp.sympify(rhs), what, log_form=log_form)
+    def equal(self, lhs: Any, rhs: Any, what: str, *, log_form: bool = False, key: str | None = None) -> None:
+        self.zero(sp.sympify(lhs) - sp.sympify(rhs), what, log_form=log_form, key=key)
 
-    def same(self, lhs: Any, rhs: Any, what: str) -> None:
+    def same(self, lhs: Any, rhs: Any, what: str, *, key: str | None = None) -> None:
         """Structural identity after sympy's automatic canonicalisation (for symbolic sums)."""
         if sp.sympify(lhs) != sp.sympify(rhs):
             raise DerivationError(f"{what}: {lhs} is not identical to {rhs}")
-        self.steps.append(f"{what}: identical expressions")
+        self._record(f"{what}: identical expressions", StepKind.IDENTICAL, key)
 
-    def limit(self, expr: Any, var: sp.Symbol, point: Any, expected: Any, what: str, direction: str = "+-") -> Any:
+    def limit(self, expr: Any, var: sp.Symbol, point: Any, expected: Any, what: str, direction: str = "+-",
+              *, key: str | None = None) -> Any:
         if point in (sp.oo, -sp.oo):
             got = sp.limit(expr, var, point)
         else:
@@ -166,17 +234,18 @@ class Proof:
         ok = got == exp_ if (got.is_infinite or exp_.is_infinite) else sp.simplify(got - exp_) == 0
         if not ok:
             raise DerivationError(f"{what}: limit is {got}, expected {expected}")
-        self.steps.append(f"{what}: sympy.limit gives {sp.sstr(got)}")
+        self._record(f"{what}: sympy.limit gives {sp.sstr(got)}", StepKind.LIMIT, key)
         return got
 
-    def true(self, cond: Any, what: str) -> None:
+    def true(self, cond: Any, what: str, *, key: str | None = None) -> None:
+        """Require ``cond`` (a sympy relation or a Python bool from exact arithmetic) to be True."""
         c = sp.simplify(cond) if isinstance(cond, sp.Basic) else cond
         if not bool(c is True or c == sp.true):
             raise DerivationError(f"{what}: not established (got {c})")
-        self.steps.append(what)
+        self._record(what, StepKind.ESTABLISHED, key)
 
     def done(self, status: Status, **kw: Any) -> Derivation:
-        return Derivation(status=status, steps=self.steps, latex=self.latex, **kw)
+        return Derivation(status=status, steps=list(self.steps), latex=self.latex, **kw)
 
 
 # ---------------------------------------------------------------------------------------
@@ -286,6 +355,8 @@ class Theorem:
     tolerance: str = ""
     cases: int = 40
     refs: str = ""
+    #: keys of the derivation steps the statement rests on; each must be verified by sympy
+    key_steps: tuple[str, ...] = ()
 
 
 @dataclass
@@ -311,6 +382,11 @@ class TheoremResult:
         return Status.FAILED if self.derivation is None else self.derivation.status
 
     @property
+    def verified_steps(self) -> list[Step]:
+        """The derivation steps sympy verified in this run (empty when the derivation raised)."""
+        return [] if self.derivation is None else self.derivation.verified_steps
+
+    @property
     def passed(self) -> bool:
         """Derivation earned the status the theorem claims, and the numeric check passed."""
         if self.derivation is None or self.error is not None:
@@ -333,7 +409,8 @@ class TheoremResult:
             "status_text": d.describe() if d else "FAILED",
             "n_max": d.n_max if d else None,
             "counterexample": d.counterexample if d else None,
-            "steps": d.steps if d else [],
+            "steps": [st.as_dict() for st in d.steps] if d else [],
+            "key_steps": list(th.key_steps),
             "expected_status": th.expected.value,
             "passed": self.passed,
             "error": self.error,
@@ -369,11 +446,9 @@ def check_theorem(th: Theorem, deriv: Derivation, drawer: Drawer, impl: Impl = D
             err, tol = th.evaluate(deriv, case, impl)
         except Exception as exc:  # a crash of the implementation is a failed check
             return CheckResult(n, math.inf, math.inf, False, f"{type(exc).__name__}: {exc} on {_case_str(case)}")
-        ratio = err / tol if tol > 0 else (0.0 if err == 0 else math.inf)
-        if not math.isfinite(ratio):
-            ratio = math.inf
-        if ratio > max_ratio or (ratio == max_ratio and not worst_case):
-            max_ratio, worst_case = ratio, f"error {err:.3g} vs tolerance {tol:.3g} on {_case_str(case)}"
+        r = ratio(err, tol)
+        if r > max_ratio or (r == max_ratio and not worst_case):
+            max_ratio, worst_case = r, f"error {err:.3g} vs tolerance {tol:.3g} on {_case_str(case)}"
         max_err = max(max_err, err) if math.isfinite(err) else math.inf
     return CheckResult(n, max_err, max_ratio, max_ratio <= 1.0, worst_case)
 
@@ -389,6 +464,11 @@ def _case_str(case: Case) -> str:
 
 
 def run_theorem(th: Theorem, drawer: Drawer, impl: Impl = DEFAULT_IMPL, cases: int | None = None) -> TheoremResult:
+    """Derive ``th``, require its key steps to be verified, then run its numeric check.
+
+    A derivation that raises, or that leaves one of ``th.key_steps`` unverified (missing, or
+    recorded as a remark), is ``failed``; its numeric check is then not run.
+    """
     t0 = time.perf_counter()
     try:
         deriv = th.derive()
@@ -396,6 +476,10 @@ def run_theorem(th: Theorem, drawer: Drawer, impl: Impl = DEFAULT_IMPL, cases: i
         return TheoremResult(th, None, None, time.perf_counter() - t0, 0.0,
                              error=f"derivation: {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}")
     t1 = time.perf_counter()
+    unverified = [k for k in th.key_steps if k not in deriv.verified_keys()]
+    if unverified:
+        return TheoremResult(th, replace(deriv, status=Status.FAILED), None, t1 - t0, 0.0,
+                             error=f"derivation: key steps not verified by sympy: {', '.join(unverified)}")
     error = None
     if deriv.status != th.expected:
         error = f"derivation earned '{deriv.status.value}', the theorem claims '{th.expected.value}'"

@@ -29,6 +29,12 @@ def _md(s: str) -> str:
     return s.replace("|", "\\|")
 
 
+def _step_md(step: dict[str, Any], key_steps: tuple[str, ...]) -> str:
+    """One derivation step (``Step.as_dict``) as a Markdown list item's text."""
+    tag = " *(remark)*" if not step["verified"] else (" **(key step)**" if step["key"] in key_steps else "")
+    return _md(step["text"]) + tag
+
+
 def theory_markdown(res: VerifyResults, fig_rel: Path | None = FIG_SUBDIR) -> str:
     lines = [
         "# Theory: derivations checked against the code",
@@ -74,8 +80,9 @@ def theory_markdown(res: VerifyResults, fig_rel: Path | None = FIG_SUBDIR) -> st
                          f"error/tolerance {_fmt_err(r.check.max_ratio)}. Tolerance: {th.tolerance}")
         if th.refs:
             lines.append(f"- References: {th.refs}")
-        lines += ["", "Derivation steps (each checked by sympy unless it is a connecting remark):", ""]
-        lines += [f"{k}. {_md(s)}" for k, s in enumerate(d["steps"], start=1)]
+        lines += ["", "Derivation steps (each checked by sympy, or by exact arithmetic, unless marked as a remark; "
+                  "the theorem fails unless its key steps are checked):", ""]
+        lines += [f"{k}. {_step_md(st, th.key_steps)}" for k, st in enumerate(d["steps"], start=1)]
         lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -110,8 +117,9 @@ def claims_markdown(res: VerifyResults, out_dir: str | Path | None = None) -> st
         "that ran in this report (`study: <name>`, written by `hmpo report`): it gives each finding's direction (supported, "
         "refuted = the data went the other way, not separated = the data do not tell the variants apart, descriptive = "
         "numbers without a test), its Holm-adjusted and raw p-values, the effect size and the figure; where the study did not "
-        "run the claim is open and says which study would settle it. Verdicts resting on test files of the suite "
-        "(`test: <path>`) are open until their results are supplied. The declared verdict is shown beside an open one.",
+        "run the claim is open and says which study would settle it. A verdict resting on a check of the project's code "
+        "outside proofs (`check: <name>`, rl/ledger_checks.py) stands only if the check ran in this run and passed; the row "
+        "says what it established. The declared verdict is shown beside an open one.",
         "",
         "| verdict | count |",
         "|---|---|",
@@ -132,6 +140,8 @@ def claims_markdown(res: VerifyResults, out_dir: str | Path | None = None) -> st
             measured = c.get("measured") or []
             if measured:
                 ev += "<br>" + "<br>".join(_measured_md(e, out_dir) for e in measured)
+            for chk in c.get("checks") or []:
+                ev += f"<br>check `{chk['name']}` {'passed' if chk['passed'] else '**FAILED**'}: {chk['detail']}"
             verdict = f"**{c['verdict']}**" + (f" (declared {c['declared']})" if c["declared"] != c["verdict"] and c["ok"] else "")
             if measured:
                 verdict += ": " + c["direction"] if c["verdict"] == "measured" else f" (studies: {c['direction']})"

@@ -13,7 +13,7 @@ import mpmath
 import numpy as np
 import sympy as sp
 
-from proofs.core import EPS, Case, Derivation, DerivationError, Drawer, Impl, Proof, Status, Theorem, log_tol, rel_err, worst
+from proofs.core import EPS, Case, Derivation, Drawer, Impl, Proof, Status, Theorem, log_tol, rel_err, worst
 from proofs.forms import S_sum, W, i, mp_weighted, n, t64, to_float, weights_t
 from proofs.seeds import SEED_002_AGM, SEED_002_TABLE, table_violations
 
@@ -38,22 +38,25 @@ def _pair(case: Case) -> tuple[float, float]:
 def derive_pair() -> Derivation:
     pf = Proof()
     a1, h1 = (a + b) / 2, 2 * a * b / (a + b)
-    pf.equal(a1 * h1, a * b, "product invariant: a' h' = a h")
-    pf.equal(a1 - h1, (a - b) ** 2 / (2 * (a + b)), "gap recursion: a' - h' = (a - h)^2 / (2 (a + h))")
+    pf.equal(a1 * h1, a * b, "product invariant: a' h' = a h", key="product-invariant")
+    pf.equal(a1 - h1, (a - b) ** 2 / (2 * (a + b)), "gap recursion: a' - h' = (a - h)^2 / (2 (a + h))", key="gap")
     pf.true(((a - b) ** 2 / (2 * (a + b))).is_nonnegative is True, "so a' >= h' after one step, and a' <= a, h' >= h")
     P, s, x = sp.symbols("P s x", positive=True)
-    pf.equal(a1.subs(b, P / a), (a + P / a) / 2, "with P = a h invariant, a' = (a + P/a)/2: Newton's iteration for sqrt(P)")
+    pf.equal(a1.subs(b, P / a), (a + P / a) / 2, "with P = a h invariant, a' = (a + P/a)/2: Newton's iteration for sqrt(P)",
+             key="newton")
     q = (x - s) / (x + s)
     xn = (x + s**2 / x) / 2
-    pf.equal((xn - s) / (xn + s), q**2, "q_k = (a_k - sqrt P)/(a_k + sqrt P) satisfies q_{k+1} = q_k^2")
+    pf.equal((xn - s) / (xn + s), q**2, "q_k = (a_k - sqrt P)/(a_k + sqrt P) satisfies q_{k+1} = q_k^2", key="q-squares")
     pf.equal((x + s) ** 2 - (x - s) ** 2, 4 * x * s, "(a + s)^2 - (a - s)^2 = 4 a s > 0, so |q_0| < 1")
     k = sp.Symbol("k", integer=True, nonnegative=True)
     Q = sp.Symbol("Q", positive=True)
     ak = s * (1 + Q) / (1 - Q)
     pf.equal(((ak - s) / (ak + s)), Q, "closed form a_k = sqrt(P) (1 + q_0^(2^k)) / (1 - q_0^(2^k)) inverts q_k = q_0^(2^k)")
     r = sp.Symbol("r", positive=True)
-    pf.limit(s * (1 + r) / (1 - r), r, 0, s, "q_0^(2^k) -> 0 (|q_0| < 1), so a_k -> sqrt(P) = sqrt(a b) and h_k = P/a_k -> sqrt(a b)")
-    pf.equal((a1 - h1) / (a - b) ** 2, 1 / (2 * (a + b)), "quadratic convergence: gap' / gap^2 = 1/(2 (a + h)) <= 1/(4 sqrt(a h))")
+    pf.limit(s * (1 + r) / (1 - r), r, 0, s, "q_0^(2^k) -> 0 (|q_0| < 1), so a_k -> sqrt(P) = sqrt(a b) and h_k = P/a_k -> sqrt(a b)",
+             key="limit")
+    pf.equal((a1 - h1) / (a - b) ** 2, 1 / (2 * (a + b)), "quadratic convergence: gap' / gap^2 = 1/(2 (a + h)) <= 1/(4 sqrt(a h))",
+             key="quadratic")
     pf.latex["closed_form"] = r"a_k=\sqrt{ab}\,\frac{1+q^{2^k}}{1-q^{2^k}},\ q=\frac{a-\sqrt{ab}}{a+\sqrt{ab}}"
     return pf.done(Status.PROVED, forms={"upper": sp.lambdify((x, s, k), s * (1 + ((x - s) / (x + s)) ** (2**k))
                                                               / (1 - ((x - s) / (x + s)) ** (2**k)), modules="mpmath")})
@@ -101,6 +104,7 @@ T6 = Theorem(
     latex=r"a_{k+1}h_{k+1}=a_kh_k,\quad a_{k+1}-h_{k+1}=\frac{(a_k-h_k)^2}{2(a_k+h_k)},\quad \lim a_k=\lim h_k=\sqrt{ab}",
     assumptions=("a, b > 0",),
     derive=derive_pair,
+    key_steps=("product-invariant", "q-squares", "limit", "quadratic"),
     certifies=("meantheory.arithmetic_harmonic_iteration",),
     expected=Status.PROVED,
     make_case=case_pair,
@@ -117,22 +121,22 @@ def derive_ah_start() -> Derivation:
     pf = Proof()
     ubar = sp.Symbol("ubar", real=True)  # = sum w u (sum w = 1)
     A_over_G = sp.factor_terms(sp.expand(S_sum(1, shift=-ubar)))
-    pf.same(A_over_G, sp.exp(-ubar) * S_sum(1), "A/G = sum w e^{u - ubar} (every n)")
+    pf.same(A_over_G, sp.exp(-ubar) * S_sum(1), "A/G = sum w e^{u - ubar} (every n)", key="A/G")
     Hinv_G = sp.factor_terms(sp.expand(S_sum(-1, shift=-ubar)))
-    pf.same(Hinv_G, sp.exp(ubar) * S_sum(-1), "G/H = sum w e^{-(u - ubar)} (every n)")
+    pf.same(Hinv_G, sp.exp(ubar) * S_sum(-1), "G/H = sum w e^{-(u - ubar)} (every n)", key="G/H")
     c = sp.IndexedBase("c", real=True)
     Ec = sp.Sum(W[i] * sp.exp(c[i]), (i, 1, n))
     Emc = sp.Sum(W[i] * sp.exp(-c[i]), (i, 1, n))
     pf.note("so A H / G^2 = sum w e^{c} / sum w e^{-c} with c_i = u_i - ubar, and sum w e^{-c} > 0")
     sinh_sum = sp.Sum(2 * W[i] * sp.sinh(c[i]), (i, 1, n))
     pf.zero(sinh_sum.rewrite(sp.exp).expand() - (Ec.expand() - Emc.expand()),
-            "A H/G^2 - 1 = 2 sum w sinh(c) / sum w e^{-c}")
+            "A H/G^2 - 1 = 2 sum w sinh(c) / sum w e^{-c}", key="sinh")
     pf.note("hence sqrt(A H) = G iff sum_i w_i sinh(u_i - ubar) = 0, and sqrt(A H) - G has the sign of that sum")
     pf.note("by T6 (invariant product) the iteration started from (A(x), H(x)) converges to sqrt(A H) = sqrt(sum w x / sum w/x)")
     # equal weights, symmetric log-values: the sinh terms cancel in pairs
     t1, t2 = sp.symbols("t1 t2", real=True)
     pf.equal(sp.sinh(-t1) + sp.sinh(t1) + sp.sinh(-t2) + sp.sinh(t2), 0,
-             "log-symmetric inputs (c = (-t1, t1, -t2, t2), equal weights) give sum sinh = 0: sqrt(A H) = G")
+             "log-symmetric inputs (c = (-t1, t1, -t2, t2), equal weights) give sum sinh = 0: sqrt(A H) = G", key="symmetric")
     pf.note("n = 2 with equal weights is always log-symmetric (c_2 = -c_1): T6 is the special case")
     # log(AH/G^2)/2 = (K(1) - K(-1))/2 with K the cumulant generating function of c (kappa_1 = 0)
     from proofs.theorems_means import cumulant_in_moments, series_coefficients
@@ -141,7 +145,7 @@ def derive_ah_start() -> Derivation:
     odd = sum(co[j] * ((1) ** (j + 1) - (-1) ** (j + 1)) / 2 for j in range(6))
     m = sp.symbols("m1:7", real=True)
     pf.equal(odd.subs(m[0], 0), (ks[2] / 6 + ks[4] / 120).subs(m[0], 0),
-             "log(sqrt(AH)/G) = (K(1) - K(-1))/2 = kappa_3/6 + kappa_5/120 + ... (odd cumulants of log x)")
+             "log(sqrt(AH)/G) = (K(1) - K(-1))/2 = kappa_3/6 + kappa_5/120 + ... (odd cumulants of log x)", key="odd-cumulants")
     pf.note("so to leading order the gap has the sign of the skewness of log x")
     return pf.done(Status.PROVED)
 
@@ -192,6 +196,7 @@ T7 = Theorem(
     latex=r"\lim=\sqrt{A(x)H(x)},\qquad \frac{A H}{G^2}-1=\frac{2\sum_i w_i\sinh(u_i-\bar u)}{\sum_i w_i e^{-(u_i-\bar u)}},\qquad \log\frac{\sqrt{AH}}{G}=\frac{\kappa_3}{6}+\frac{\kappa_5}{120}+\dots",
     assumptions=("x_i > 0", "w_i > 0, sum w = 1"),
     derive=derive_ah_start,
+    key_steps=("A/G", "G/H", "sinh", "odd-cumulants"),
     certifies=("meantheory.mean_pair_iteration", "meantheory.geometric_mean"),
     expected=Status.PROVED,
     make_case=case_ah_start,
@@ -221,10 +226,9 @@ def derive_rmi_refuted() -> Derivation:
         nn = len(vals)
         # compare the 2n-th powers: both sides are then rational
         lhs, rhs = sp.nsimplify(lim ** (2 * nn)), sp.nsimplify(G ** (2 * nn))
-        if lhs == rhs:
-            raise DerivationError(f"{vals}: no counterexample")
-        pf.note(f"x = {tuple(vals)}: sqrt(A H) = {sp.sstr(lim)} = {float(lim):.6f}, G = {sp.sstr(G)} = {float(G):.6f}; "
-                f"(sqrt(AH))^{2 * nn} = {lhs} != {rhs} = G^{2 * nn} (exact)")
+        pf.true(lhs.is_Rational and rhs.is_Rational and lhs != rhs,
+                f"x = {tuple(vals)}: sqrt(A H) = {sp.sstr(lim)} = {float(lim):.6f}, G = {sp.sstr(G)} = {float(G):.6f}; "
+                f"(sqrt(AH))^{2 * nn} = {lhs} != {rhs} = G^{2 * nn} (exact rationals)", key=f"x={tuple(vals)}")
         parts.append(f"{tuple(vals)}: limit {float(lim):.6f} vs G {float(G):.6f}")
     pf.note("the limit overshoots G for right-skewed log x (1, 1, 4) and undershoots for left-skewed (1, 4, 4), as T7 predicts")
     return pf.done(Status.REFUTED, counterexample="; ".join(parts))
@@ -259,6 +263,7 @@ T7R = Theorem(
     latex=r"\lim_{k\to\infty}(a_k,h_k)\big|_{(a_0,h_0)=(A(x),H(x))}\overset{?}{=}G(x)\quad\text{(false: }x=(1,1,4)\text{)}",
     assumptions=("x_i > 0", "n > 2"),
     derive=derive_rmi_refuted,
+    key_steps=("x=(1, 1, 4)", "x=(1, 4, 4)"),
     certifies=("meantheory.mean_pair_iteration",),
     expected=Status.REFUTED,
     make_case=case_rmi,
@@ -274,10 +279,10 @@ T7R = Theorem(
 def derive_agm_different() -> Derivation:
     pf = Proof()
     pf.equal((a + b) / 2 - sp.sqrt(a * b), (sp.sqrt(a) - sp.sqrt(b)) ** 2 / 2,
-             "AM-GM: (a + g)/2 - sqrt(a g) = (sqrt a - sqrt g)^2/2 >= 0, = 0 iff a = g")
+             "AM-GM: (a + g)/2 - sqrt(a g) = (sqrt a - sqrt g)^2/2 >= 0, = 0 iff a = g", key="am-gm")
     pf.note("so g_1 = sqrt(a b) and g_{k+1} = sqrt(a_k g_k) >= g_k; for a != b, a_1 > g_1 gives g_2 > g_1 = sqrt(a b)")
     pf.equal(((a + b) / 2 * sp.sqrt(a * b)) / (a * b), (a + b) / (2 * sp.sqrt(a * b)),
-             "the product is not invariant: a_1 g_1 / (a b) = (a + b)/(2 sqrt(a b)) > 1 unless a = b")
+             "the product is not invariant: a_1 g_1 / (a b) = (a + b)/(2 sqrt(a b)) > 1 unless a = b", key="product-grows")
     pf.note("hence agm(a, b) > sqrt(a b), the limit of the arithmetic-harmonic iteration (T6), whenever a != b: "
             "Gauss's AGM and the arithmetic-harmonic iteration are different iterations")
     return pf.done(Status.PROVED)
@@ -311,6 +316,7 @@ T8 = Theorem(
     latex=r"\operatorname{agm}(a,b)>\sqrt{ab}\quad(a\ne b)",
     assumptions=("a, b > 0",),
     derive=derive_agm_different,
+    key_steps=("am-gm", "product-grows"),
     certifies=("meantheory.gauss_agm", "meantheory.arithmetic_harmonic_iteration"),
     expected=Status.PROVED,
     make_case=case_agm,
@@ -329,7 +335,7 @@ def derive_agm_elliptic() -> Derivation:
         A = sp.series(A, t, 0, order).removeO()
         G = sp.series(G, t, 0, order).removeO()
     ell = sp.series(sp.pi / (2 * sp.elliptic_k(t**2)), t, 0, order).removeO()
-    pf.equal(sp.expand(A), sp.expand(ell), "power series of agm(1 + t, 1 - t) and pi/(2 K(t^2)) agree through t^7")
+    pf.equal(sp.expand(A), sp.expand(ell), "power series of agm(1 + t, 1 - t) and pi/(2 K(t^2)) agree through t^7", key="series")
     pf.note("agm(a, b) = pi (a + b)/(4 K(k^2)), k = (a - b)/(a + b), is checked numerically (mpmath.agm, mpmath.ellipk, "
             "meantheory.gauss_agm); the series agreement is evidence, not a proof of the closed form, so the status is numeric")
     return pf.done(Status.NUMERIC)
@@ -350,6 +356,7 @@ T8b = Theorem(
     latex=r"\operatorname{agm}(a,b)=\frac{\pi(a+b)}{4K(k^2)},\quad k=\frac{a-b}{a+b}",
     assumptions=("a, b > 0",),
     derive=derive_agm_elliptic,
+    key_steps=("series",),
     certifies=("meantheory.gauss_agm",),
     expected=Status.NUMERIC,
     make_case=case_agm,
@@ -369,11 +376,11 @@ def derive_seed_table() -> Derivation:
     from proofs.theorems_means import derive_monotone
 
     pf = Proof()
-    derive_monotone()  # the refutation rests on T2; re-derive it here so this status never outlives T2
-    pf.note("T2 re-derived: every power-mean table must be non-decreasing in p, for every input")
+    # the refutation rests on T2; re-derive it here so this status never outlives T2
+    pf.true(derive_monotone().status is Status.PROVED,
+            "T2 re-derived: every power-mean table must be non-decreasing in p, for every input", key="T2")
     viol = table_violations(SEED_002_TABLE)
-    if not viol:
-        raise DerivationError("the printed table is monotone: nothing to refute")
+    pf.true(bool(viol), f"the printed table breaks it ({len(viol)} violations, listed below)", key="violations")
     for v in viol:
         pf.note("violation: " + v)
     pf.note("the entries at p = -1, -0.5, 0.5, 1 carry the digits 11670505 and those at p = -2, 2 the digits 369054: "
@@ -411,6 +418,7 @@ S1 = Theorem(
     latex=r"M_{-1}=11.67>M_0=1.009\ \text{contradicts}\ H\le G",
     assumptions=("the printed numbers are power means of one positive input",),
     derive=derive_seed_table,
+    key_steps=("T2", "violations"),
     certifies=("meantheory.power_mean (the correct table for 1, 2, 4, 8)",),
     expected=Status.REFUTED,
     make_case=case_seed_table,
@@ -425,10 +433,10 @@ def derive_seed_agm() -> Derivation:
     demo = SEED_002_AGM
     vals = [int(v) for v in demo.values]
     lim, G = exact_pair_limit(vals)
-    pf.equal(lim, G, "for (1, 2, 4, 8): sqrt(A H) = sqrt(15/4 * 32/15) = sqrt(8) = G exactly")
+    pf.equal(lim, G, "for (1, 2, 4, 8): sqrt(A H) = sqrt(15/4 * 32/15) = sqrt(8) = G exactly", key="sqrt(AH)=G")
     c = sp.symbols("c", positive=True)
     pf.equal(sum(sp.sinh(k * c) for k in (-sp.Rational(3, 2), -sp.Rational(1, 2), sp.Rational(1, 2), sp.Rational(3, 2))), 0,
-             "log2 x = (0, 1, 2, 3) is symmetric about 1.5, so sum sinh(u - mean u) = 0 (T7's condition)")
+             "log2 x = (0, 1, 2, 3) is symmetric about 1.5, so sum sinh(u - mean u) = 0 (T7's condition)", key="symmetric")
     # the printed trace is right (to its 6 printed digits)
     A, H = sp.Rational(15, 4), sp.Rational(32, 15)
     half = 0.5 * 10 ** (-demo.printed_digits) + 1e-12
@@ -438,13 +446,13 @@ def derive_seed_agm() -> Derivation:
         rows.append((A, H))
     bad = [k for k, ((pa, ph), (ea, eh)) in enumerate(zip(demo.steps, rows[1:]), start=1)
            if abs(pa - float(ea)) > half or abs(ph - float(eh)) > half]
-    if bad or abs(demo.arithmetic - 3.75) > half or abs(demo.harmonic - 32 / 15) > half:
-        raise DerivationError(f"printed trace disagrees at steps {bad}")
-    pf.note("the printed A, G, H and the four printed steps agree with exact rational arithmetic to the 6 printed digits")
+    pf.true(not bad and abs(demo.arithmetic - 3.75) <= half and abs(demo.harmonic - 32 / 15) <= half,
+            "the printed A, G, H and the four printed steps agree with exact rational arithmetic to the 6 printed digits"
+            + (f" (they disagree at steps {bad})" if bad else ""), key="trace")
     lim2, G2 = exact_pair_limit([1, 1, 4])
-    if sp.nsimplify(lim2**6) == sp.nsimplify(G2**6):
-        raise DerivationError("(1, 1, 4) is not a counterexample")
-    pf.note(f"the same demonstration on (1, 1, 4) converges to sqrt(8/3) = {float(lim2):.6f}, not G = {float(G2):.6f} (T7R)")
+    pf.true(sp.nsimplify(lim2**6) != sp.nsimplify(G2**6),
+            f"the same demonstration on (1, 1, 4) converges to sqrt(8/3) = {float(lim2):.6f}, not G = {float(G2):.6f} (T7R)",
+            key="x=(1, 1, 4)")
     return pf.done(Status.PROVED, counterexample=f"(1, 1, 4): limit {float(lim2):.6f} != G {float(G2):.6f}")
 
 
@@ -466,6 +474,7 @@ S2 = Theorem(
     latex=r"x=(1,2,4,8):\ \sqrt{AH}=\sqrt8=G;\qquad x=(1,1,4):\ \sqrt{8/3}\ne4^{1/3}",
     assumptions=("equal weights",),
     derive=derive_seed_agm,
+    key_steps=("sqrt(AH)=G", "symmetric", "trace", "x=(1, 1, 4)"),
     certifies=("meantheory.mean_pair_iteration",),
     expected=Status.PROVED,
     make_case=case_seed_agm,

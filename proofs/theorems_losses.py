@@ -10,7 +10,7 @@ HMPO's is ``A s`` with p = -1; PPO clipping replaces ``A s`` by
 These are symbolic statements about the losses of ``rl.losses`` (issue 4). Their numeric
 checks here run against the meantheory functions the losses are built on (proofs does not
 import rl); checks against ``rl.losses.policy_loss`` itself live in
-tests/proofs/test_losses_theorems.py (T9, T10, T13) and tests/rl/test_losses_research.py (T12).
+tests/proofs/test_theorems_losses.py (T9, T10, T13) and tests/rl/test_losses_research.py (T12).
 """
 
 from __future__ import annotations
@@ -72,9 +72,9 @@ def derive_seq_gradient() -> Derivation:
     pf.note("split off token 1: S = w_1 e^{p (l_1 - o_1)} + R, R > 0 the other tokens' terms (independent of l_1)")
     s = _split_ratio()
     pi1 = w1 * sp.exp(p * (l1 - o1)) / (w1 * sp.exp(p * (l1 - o1)) + R)
-    pf.equal(sp.diff(s, l1), s * pi1, "ds/d log pi_1 = s softmax(p log r + log w)_1")
+    pf.equal(sp.diff(s, l1), s * pi1, "ds/d log pi_1 = s softmax(p log r + log w)_1", key="ds/dlogpi")
     u, w, s0 = _geometric_ratio_n3()
-    pf.equal(sp.diff(s0, u[0]), s0 * w[0], "p = 0 (GSPO, geometric): ds/d log pi_1 = s w_1")
+    pf.equal(sp.diff(s0, u[0]), s0 * w[0], "p = 0 (GSPO, geometric): ds/d log pi_1 = s w_1", key="p=0")
     pf.note("chain rule: grad_theta s = s sum_t softmax(p log r + log w)_t grad_theta log pi_t; "
             "p < 0 concentrates the gradient on the tokens with the smallest ratios, p > 0 on the largest")
     return pf.done(Status.PROVED, forms={"ds": PerN(_s_builder)})
@@ -119,8 +119,9 @@ T9 = Theorem(
     latex=r"\nabla_\theta s=s\sum_t\operatorname{softmax}(p\log r)_t\,\nabla_\theta\log\pi_\theta(y_t\mid x,y_{<t})",
     assumptions=("r_t > 0", "w_t > 0 (1/T for the token mean)", "p real"),
     derive=derive_seq_gradient,
+    key_steps=("ds/dlogpi", "p=0"),
     certifies=("autograd of exp(meantheory.log_power_mean(logp - old_logp, p, mask))", "meantheory.mean_weights",
-               "rl.losses.policy_loss(level='sequence') (tests/proofs/test_losses_theorems.py)"),
+               "rl.losses.policy_loss(level='sequence') (tests/proofs/test_theorems_losses.py)"),
     expected=Status.PROVED,
     make_case=case_seq,
     evaluate=eval_seq_gradient,
@@ -136,17 +137,18 @@ def derive_on_policy() -> Derivation:
     s = _split_ratio()
     g = sp.diff(s, l1)
     on = g.subs(l1, o1).subs(R, 1 - w1)
-    pf.equal(on, w1, "at pi = pi_old (every r_t = 1, so R = 1 - w_1): ds/d log pi_1 = w_1 for every p != 0")
+    pf.equal(on, w1, "at pi = pi_old (every r_t = 1, so R = 1 - w_1): ds/d log pi_1 = w_1 for every p != 0", key="on-policy")
     u, w, s0 = _geometric_ratio_n3()
-    pf.equal(sp.diff(s0, u[0]).subs({ui: 0 for ui in u}), w[0], "p = 0 (GSPO): ds/d log pi_1 = w_1 at r = 1")
+    pf.equal(sp.diff(s0, u[0]).subs({ui: 0 for ui in u}), w[0], "p = 0 (GSPO): ds/d log pi_1 = w_1 at r = 1", key="p=0")
     A = sp.Symbol("A", real=True)
     J_tok = A * w1 * sp.exp(l1 - o1) + sp.Symbol("rest")
     pf.equal(sp.diff(J_tok, l1).subs(l1, o1), A * w1,
-             "token-level GRPO, per-sequence token-mean: d/d log pi_1 sum_t w_t A r_t = A w_1 at r = 1")
+             "token-level GRPO, per-sequence token-mean: d/d log pi_1 sum_t w_t A r_t = A w_1 at r = 1", key="token-grpo")
     pf.note("so at pi = pi_old every power mean (GRPO-token, GSPO, HMPO, any p) gives the gradient A sum_t w_t grad log pi_t; "
             "the clip [1 - eps, 1 + eps] contains 1, so PPO clipping does not change it")
     d2 = sp.diff(s, l1, 2).subs(l1, o1).subs(R, 1 - w1)
-    pf.equal(d2, w1**2 + p * w1 * (1 - w1), "second order differs: d^2 s/d(log pi_1)^2 = w_1^2 + p w_1 (1 - w_1) at r = 1")
+    pf.equal(d2, w1**2 + p * w1 * (1 - w1), "second order differs: d^2 s/d(log pi_1)^2 = w_1^2 + p w_1 (1 - w_1) at r = 1",
+             key="second-order")
     pf.note("the means differ only off-policy (and in curvature), so the off-policy degree decides whether p matters")
     return pf.done(Status.PROVED)
 
@@ -186,7 +188,8 @@ T10 = Theorem(
     latex=r"\left.\frac{\partial s}{\partial\log\pi_t}\right|_{\pi=\pi_{old}}=w_t\ \ \forall p,\qquad \left.\frac{\partial^2 s}{\partial(\log\pi_t)^2}\right|_{\pi=\pi_{old}}=w_t^2+p\,w_t(1-w_t)",
     assumptions=("pi = pi_old on every token", "w_t > 0, sum w = 1"),
     derive=derive_on_policy,
-    certifies=("autograd of exp(meantheory.log_power_mean) at r = 1", "rl.losses.policy_loss levels agree on-policy (tests/proofs/test_losses_theorems.py)"),
+    key_steps=("on-policy", "p=0", "token-grpo"),
+    certifies=("autograd of exp(meantheory.log_power_mean) at r = 1", "rl.losses.policy_loss levels agree on-policy (tests/proofs/test_theorems_losses.py)"),
     expected=Status.PROVED,
     make_case=case_on_policy,
     evaluate=eval_on_policy,
@@ -203,20 +206,22 @@ def derive_breakdown() -> Derivation:
     pf.note("harmonic ratio H = 1/(w_1/r_1 + R), R = sum_{t>1} w_t/r_t > 0; weight of token 1: softmax(-log r)_1")
     H = 1 / (w1 / r1 + R)
     pi1 = (w1 / r1) / (w1 / r1 + R)
-    pf.limit(H, r1, 0, 0, "one vanishing ratio: H -> 0 as r_1 -> 0+", direction="+")
-    pf.limit(pi1, r1, 0, 1, "... and its weight -> 1: it takes the whole gradient", direction="+")
-    pf.limit(H, r1, sp.oo, 1 / R, "one huge ratio: H -> 1/R = n / sum_{t>1} 1/r_t (equal weights): bounded")
-    pf.limit(pi1, r1, sp.oo, 0, "... and its weight -> 0")
+    pf.limit(H, r1, 0, 0, "one vanishing ratio: H -> 0 as r_1 -> 0+", direction="+", key="H: r->0")
+    pf.limit(pi1, r1, 0, 1, "... and its weight -> 1: it takes the whole gradient", direction="+", key="H weight: r->0")
+    pf.limit(H, r1, sp.oo, 1 / R, "one huge ratio: H -> 1/R = n / sum_{t>1} 1/r_t (equal weights): bounded", key="H: r->inf")
+    pf.limit(pi1, r1, sp.oo, 0, "... and its weight -> 0", key="H weight: r->inf")
     Rp = sp.Symbol("R'", positive=True)
     A = w1 * r1 + Rp
     piA = w1 * r1 / (w1 * r1 + Rp)
-    pf.limit(A, r1, sp.oo, sp.oo, "mirror, arithmetic: one huge ratio drives A -> inf")
-    pf.limit(piA, r1, sp.oo, 1, "... and its weight -> 1")
-    pf.limit(A, r1, 0, Rp, "one vanishing ratio leaves A bounded below by R' = sum_{t>1} w_t r_t", direction="+")
+    pf.limit(A, r1, sp.oo, sp.oo, "mirror, arithmetic: one huge ratio drives A -> inf", key="A: r->inf")
+    pf.limit(piA, r1, sp.oo, 1, "... and its weight -> 1", key="A weight: r->inf")
+    pf.limit(A, r1, 0, Rp, "one vanishing ratio leaves A bounded below by R' = sum_{t>1} w_t r_t", direction="+", key="A: r->0")
     pn = sp.Symbol("p", negative=True)
     v = sp.Symbol("v", real=True)
-    pf.limit(sp.log(w1 * sp.exp(pn * v) + R) / pn, v, -sp.oo, -sp.oo, "every p < 0: log M_p -> -inf as log r_1 -> -inf")
-    pf.limit(sp.log(w1 * sp.exp(pn * v) + R) / pn, v, sp.oo, sp.log(R) / pn, "every p < 0: log M_p stays bounded as log r_1 -> +inf")
+    pf.limit(sp.log(w1 * sp.exp(pn * v) + R) / pn, v, -sp.oo, -sp.oo, "every p < 0: log M_p -> -inf as log r_1 -> -inf",
+             key="p<0: r->0")
+    pf.limit(sp.log(w1 * sp.exp(pn * v) + R) / pn, v, sp.oo, sp.log(R) / pn, "every p < 0: log M_p stays bounded as log r_1 -> +inf",
+             key="p<0: r->inf")
     pf.note("the harmonic mean is robust to huge ratios and not to vanishing ones; the arithmetic mean the reverse; "
             "the geometric mean is unbounded on both sides but gives every token the fixed weight w_t")
     return pf.done(Status.PROVED)
@@ -260,6 +265,7 @@ T11 = Theorem(
     latex=r"\lim_{r_1\to0}H=0,\ \lim_{r_1\to0}\pi_1=1;\qquad \lim_{r_1\to\infty}H=\frac{n}{\sum_{t>1}1/r_t},\ \lim_{r_1\to\infty}\pi_1=0",
     assumptions=("other ratios fixed and positive",),
     derive=derive_breakdown,
+    key_steps=("H: r->0", "H weight: r->0", "H: r->inf", "H weight: r->inf"),
     certifies=("meantheory.log_power_mean (p = -1, 1) at log-ratios down to -700 and up to 700", "meantheory.mean_weights"),
     expected=Status.PROVED,
     make_case=case_breakdown,
@@ -278,16 +284,20 @@ def derive_clipping() -> Derivation:
     pf.note("T4 with the spread of log r scaled by t: log s_p = m + p V/2 + O(t^3), m = mean log r, V = Var(log r)")
     logs = m + pp * V / 2
     p_up = sp.solve(sp.Eq(logs, sp.log(1 + eps)), pp)
-    pf.equal(p_up[0], 2 * (sp.log(1 + eps) - m) / V, "the upper clip 1 + eps bites for p > p_up = 2 (log(1+eps) - m)/V")
+    pf.equal(p_up[0], 2 * (sp.log(1 + eps) - m) / V, "the upper clip 1 + eps bites for p > p_up = 2 (log(1+eps) - m)/V",
+             key="p_up")
     p_low = sp.solve(sp.Eq(logs, sp.log(1 - eps)), pp)
-    pf.equal(p_low[0], 2 * (sp.log(1 - eps) - m) / V, "the lower clip 1 - eps bites for p < p_low = 2 (log(1-eps) - m)/V")
-    pf.equal(sp.diff(logs, pp), V / 2, "d log s_p/dp = V/2 > 0 (T2 at p = 0): larger p reaches the upper clip first")
+    pf.equal(p_low[0], 2 * (sp.log(1 - eps) - m) / V, "the lower clip 1 - eps bites for p < p_low = 2 (log(1-eps) - m)/V",
+             key="p_low")
+    pf.equal(sp.diff(logs, pp), V / 2, "d log s_p/dp = V/2 > 0 (T2 at p = 0): larger p reaches the upper clip first",
+             key="order")
     m_up = sp.solve(sp.Eq(logs, sp.log(1 + eps)), m)[0]
     m_low = sp.solve(sp.Eq(logs, sp.log(1 - eps)), m)[0]
-    pf.equal(m_up - m_low, sp.log(1 + eps) - sp.log(1 - eps), "the trust window in mean log-ratio has the same width for every p")
+    pf.equal(m_up - m_low, sp.log(1 + eps) - sp.log(1 - eps), "the trust window in mean log-ratio has the same width for every p",
+             key="width")
     pf.equal(m_low.subs(pp, -1) - m_low.subs(pp, 0), V / 2,
              "it is shifted by -p V/2: the harmonic ratio (p = -1) hits 1 - eps while the mean log-ratio is still V/2 higher "
-             "than for GSPO, and the arithmetic (p = 1) hits 1 + eps V/2 earlier")
+             "than for GSPO, and the arithmetic (p = 1) hits 1 + eps V/2 earlier", key="shift")
     pf.note("a p-aware ('bias-corrected') clip centre exp(p V/2) restores GSPO's window to second order")
     return pf.done(Status.PROVED)
 
@@ -325,6 +335,7 @@ T12 = Theorem(
     latex=r"\log s_p=\bar u+\tfrac p2\operatorname{Var}(u)+O(t^3);\quad \text{clip bites iff } p>\tfrac{2(\log(1+\epsilon)-\bar u)}{\operatorname{Var}u}\ \text{or}\ p<\tfrac{2(\log(1-\epsilon)-\bar u)}{\operatorname{Var}u}",
     assumptions=("spread t of log r small (|p| t < 1/2)", "0 < eps < 1"),
     derive=derive_clipping,
+    key_steps=("p_up", "p_low", "width", "shift"),
     certifies=("meantheory.log_power_mean at small spread", "rl.losses clip_center='bias-corrected' (tests/rl/test_losses_research.py)"),
     expected=Status.PROVED,
     make_case=case_clipping,
@@ -342,7 +353,7 @@ def derive_learnable_p() -> Derivation:
     A = sp.Symbol("A", real=True)
     L = sp.log(S(p)) / p
     J = A * sp.exp(L)
-    pf.equal(sp.diff(J, p), A * sp.exp(L) * sp.diff(L, p), "dJ/dp = A s d log M_p/dp = A s KL(pi_p || w)/p^2 (T2)")
+    pf.equal(sp.diff(J, p), A * sp.exp(L) * sp.diff(L, p), "dJ/dp = A s d log M_p/dp = A s KL(pi_p || w)/p^2 (T2)", key="dJ/dp")
     pf.note("KL >= 0 (T2), so sign(dJ/dp) = sign(A): gradient ascent on J raises p for positive advantages, lowers it for negative")
     pf.note("clipped branch: for A > 0 and s > 1 + eps, J = A (1 + eps) does not depend on p; for A < 0 and s < 1 - eps, "
             "J = A (1 - eps): dJ/dp = 0 there")
@@ -354,7 +365,7 @@ def derive_learnable_p() -> Derivation:
     lhs = sp.Sum(Aj[j] * (gj[j] - gbar), (j, 1, N)).expand()
     rhs = sp.Sum(Aj[j] * gj[j], (j, 1, N)) - gbar * sp.Sum(Aj[j], (j, 1, N))
     pf.zero(sp.factor_terms(lhs - rhs.expand()), "with group-normalised advantages (sum A = 0) the shared-p drift "
-            "sum_j A_j g_j equals sum_j A_j (g_j - gbar), g_j = s_j KL_j/p^2 on unclipped sequences")
+            "sum_j A_j g_j equals sum_j A_j (g_j - gbar), g_j = s_j KL_j/p^2 on unclipped sequences", key="drift")
     pf.note("so p drifts towards the arithmetic side when the positive-advantage sequences have the larger log-ratio spread, "
             "towards the harmonic side otherwise; on-policy (all r = 1) KL = 0 and p receives no gradient at all")
     return pf.done(Status.PROVED)
@@ -405,7 +416,8 @@ T13 = Theorem(
     latex=r"\frac{\partial J}{\partial p}=A\,s_p\,\frac{\mathrm{KL}(\pi_p\|w)}{p^2}\,\mathbb 1[\text{unclipped}],\qquad \operatorname{sign}\frac{\partial J}{\partial p}=\operatorname{sign}A",
     assumptions=("s_p = M_p(r)", "0 < eps < 1", "p != 0 (the limit p -> 0 is A s Var/2)"),
     derive=derive_learnable_p,
-    certifies=("autograd of meantheory.log_power_mean in a tensor p", "rl.losses.policy_loss with learnable p (tests/proofs/test_losses_theorems.py)"),
+    key_steps=("dJ/dp", "drift"),
+    certifies=("autograd of meantheory.log_power_mean in a tensor p", "rl.losses.policy_loss with learnable p (tests/proofs/test_theorems_losses.py)"),
     expected=Status.PROVED,
     make_case=case_learnable,
     evaluate=eval_learnable,

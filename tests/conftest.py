@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -36,3 +37,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def verify_json():
+    """`hmpo verify --json` through the CLI dispatcher with a tenth of the numeric cases, once per
+    session: the verify command's tests and the ledger's tests read the same run."""
+    from tests.proofs.proofs_helpers import verify_json as run_verify_json
+
+    return run_verify_json("--cases-scale", "0.1", "--seed", "1")

@@ -1,9 +1,13 @@
 """``hmpo verify``: run every sympy derivation and numeric check, print the theorems and the claims ledger.
 
-Exit status 0 when every theorem earned the status it claims, every numeric check passed
-and every ledger verdict that cites a theorem is backed by a passing one; 1 otherwise.
-``--json`` prints one JSON object instead of tables; ``--write-reports [DIR]`` also writes
-DIR/theory.md, DIR/claims.md and DIR/figures/theory/*.png (DIR defaults to reports).
+Exit status 0 when every theorem earned the status it claims (with its key steps verified
+by sympy), every numeric check passed and every ledger verdict that cites a theorem or a
+check is backed by a passing one; 1 otherwise. The ledger's checks of rl code
+(``rl.ledger_checks.CHECKS``, e.g. MuonClip's QK cap) run here too. ``--json`` prints one
+JSON object instead of tables; ``--write-reports [DIR]`` also writes DIR/theory.md,
+DIR/claims.md and DIR/figures/theory/*.png (DIR defaults to reports). A bad argument
+(``--cases-scale 0``, an ``--only`` prefix no theorem has) raises ValueError, which ``rl.cli``
+answers with one line and exit status 2.
 """
 
 from __future__ import annotations
@@ -23,12 +27,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cases-scale", type=float, default=1.0, metavar="X",
                         help="multiply every theorem's number of numeric cases by X (default 1)")
     parser.add_argument("--only", nargs="+", default=None, metavar="ID",
-                        help="run only theorems whose id starts with one of these prefixes (e.g. T2 T7)")
+                        help="run only theorems whose id starts with one of these prefixes (e.g. T2 T7), and not the "
+                             "ledger's checks of rl code")
     parser.add_argument("--no-ledger", action="store_true", help="do not print the claims ledger table")
 
 
 def run(args: argparse.Namespace) -> int:
     from proofs import THEOREMS, run_all, summary
+    from rl.ledger_checks import CHECKS
 
     if args.cases_scale <= 0 or not math.isfinite(args.cases_scale):
         raise ValueError(f"--cases-scale: expected a positive number, got {args.cases_scale}")
@@ -37,11 +43,12 @@ def run(args: argparse.Namespace) -> int:
         ths = [th for th in THEOREMS if any(th.id.startswith(o) for o in args.only)]
         if not ths:
             raise ValueError(f"--only: no theorem id starts with any of {args.only}; ids: {[t.id for t in THEOREMS]}")
+    checks = None if args.only else CHECKS  # --only runs theorems only: the claims resting on checks stay open
 
     if args.json:
         from rl._json import jsonable  # strict JSON: +-inf as strings, NaN as null
 
-        res = run_all(args.seed, theorems=ths, cases_scale=args.cases_scale)
+        res = run_all(args.seed, theorems=ths, cases_scale=args.cases_scale, checks=checks)
         out = res.as_dict()
         if args.write_reports is not None:
             from proofs import write_reports
@@ -63,10 +70,10 @@ def run(args: argparse.Namespace) -> int:
         def tick(r: Any) -> None:
             prog.update(task, advance=1, description=f"{r.theorem.id}")
 
-        res = run_all(args.seed, theorems=ths, cases_scale=args.cases_scale, progress=tick)
+        res = run_all(args.seed, theorems=ths, cases_scale=args.cases_scale, checks=checks, progress=tick)
 
     table = Table(title=f"hmpo verify: theorems (seed {res.seed})", show_lines=False)
-    for col in ("theorem", "status", "cases", "max error", "err/tol", "time (s)", ""):
+    for col in ("theorem", "status", "sympy steps", "cases", "max error", "err/tol", "time (s)", ""):
         table.add_column(col, overflow="fold")
     for r in res.theorems:
         d = r.as_dict()
@@ -74,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         table.add_row(
             f"{r.theorem.id}\n[dim]{r.theorem.title}[/dim]",
             d["status_text"],
+            f"{len(r.verified_steps)} of {len(d['steps'])}",
             str(chk.cases) if chk else "-",
             f"{chk.max_error:.2e}" if chk and math.isfinite(chk.max_error) else ("inf" if chk else "-"),
             f"{chk.max_ratio:.2e}" if chk and math.isfinite(chk.max_ratio) else ("inf" if chk else "-"),
@@ -91,6 +99,9 @@ def run(args: argparse.Namespace) -> int:
             v = c["verdict"] + ("" if c["ok"] else " (evidence failed)")
             lt.add_row(c["id"], c["claim"], f"[{colors[c['verdict']]}]{v}[/]", ", ".join(c["evidence"]) or "-")
         console.print(lt)
+    for c in res.checks:
+        mark = "[green]passed[/green]" if c.passed else "[red]FAILED[/red]"
+        console.print(f"check {c.name}: {mark} ({c.seconds:.1f} s): {c.detail}")
     summ = summary(res.ledger)
     console.print("ledger: " + ", ".join(f"{k} {v}" for k, v in summ.items()) + f" (total {len(res.ledger)})")
     if args.write_reports is not None:

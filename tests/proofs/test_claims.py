@@ -1,19 +1,14 @@
-"""The claims ledger: coverage of the issue's claims, verdict discipline, and the seeds' numbers."""
+"""The claims ledger (proofs/claims.py): coverage of the issue's claims, verdict discipline, measured claims."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-import sympy as sp
 
-from proofs import BY_ID, CLAIMS, VERDICTS, Claim, Status, resolve
+from proofs import BY_ID, CLAIMS, VERDICTS, CheckOutcome, Claim, Status, resolve
 from proofs.claims import REQUIRED
 from proofs.core import TheoremResult
-from proofs.seeds import SEED_002_TABLE, table_violations
-from proofs.theorems_iterations import exact_pair_limit
 
-ROOT = Path(__file__).resolve().parents[2]
+from rl.ledger_checks import CHECKS as LEDGER_CHECKS
 
 
 def test_required_claims_present():
@@ -30,12 +25,12 @@ def test_every_seed_has_claims_and_fields_are_valid():
         assert c.claim and "\n" not in c.claim, c.id
         for tid in c.theorem_ids():
             assert tid in BY_ID, f"{c.id} cites unknown theorem {tid}"
-        for path in c.tests():
-            assert (ROOT / path).is_file(), f"{c.id} cites missing test file {path}"
+        for name in c.checks():
+            assert name in LEDGER_CHECKS, f"{c.id} cites unknown check {name}"
         if c.verdict == "proved":
             assert c.theorem_ids(), f"{c.id}: verdict proved needs a theorem"
         if c.verdict in ("refuted", "conditional"):
-            assert c.theorem_ids() or c.tests(), f"{c.id}: verdict {c.verdict} needs a theorem or a test"
+            assert c.theorem_ids() or c.checks(), f"{c.id}: verdict {c.verdict} needs a theorem or a check"
         if c.verdict == "measured":
             assert c.studies(), c.id
     for seed in ("000", "001", "002"):
@@ -61,52 +56,27 @@ def test_verdict_falls_to_open_when_evidence_fails(derivations):
     assert led["C000-10"]["verdict"] == "proved" and led["C000-10"]["ok"]
 
 
-def test_test_backed_verdict_stands_only_on_supplied_passing_results(derivations):
-    """C001-10 (MuonClip) rests on tests/rl/test_muonclip.py, which hmpo verify does not run."""
+def test_check_backed_verdict_stands_only_on_a_check_that_ran_and_passed(derivations):
+    """C001-10 (MuonClip) rests on the check muonclip-qk-cap of rl.ledger_checks, which hmpo verify runs."""
     results = [TheoremResult(th, derivations[tid], None, 0.0, 0.0) for tid, th in BY_ID.items()]
-    path = "tests/rl/test_muonclip.py"
+    name = "muonclip-qk-cap"
     claim = next(c for c in CLAIMS if c.id == "C001-10")
-    assert claim.tests() == [path] and not claim.theorem_ids()
-    for supplied, verdict, ok in (({}, "open", True), ({path: True}, claim.verdict, True), ({path: False}, "open", False)):
-        (r,) = resolve(results, claims=[claim], tests=supplied)
+    assert claim.checks() == [name] and not claim.theorem_ids()
+    passed, failed = CheckOutcome(name, True, "capped"), CheckOutcome(name, False, "AssertionError: logit 130 > tau")
+    for supplied, verdict, ok in (({}, "open", True), ({name: passed}, claim.verdict, True), ({name: failed}, "open", False)):
+        (r,) = resolve(results, claims=[claim], checks=supplied)
         assert (r["verdict"], r["ok"]) == (verdict, ok), supplied
-    proved_by_test = Claim("X-1", "c", "001 README / x", "proved", (f"test: {path}",))
-    (r,) = resolve(results, claims=[proved_by_test], tests={path: True})
-    assert r["verdict"] == "open", "a test never earns proved"
-
-
-def test_seed_002_table_is_not_monotone():
-    viol = table_violations(SEED_002_TABLE)
-    assert any("H <= G violated" in v for v in viol)
-    assert len(viol) >= 3
-    monotone = [(p, float(2 ** p), "") for p in (-2.0, -1.0, 0.0, 1.0, 2.0)]
-    assert table_violations(monotone) == []
-
-
-def test_seed_002_agm_demo_symmetric_only():
-    lim, g = exact_pair_limit([1, 2, 4, 8])
-    assert sp.simplify(lim - g) == 0
-    lim, g = exact_pair_limit([1, 1, 4])
-    assert sp.nsimplify(lim**6) == sp.Rational(512, 27) and sp.nsimplify(g**6) == 16
-    assert float(lim) > float(g)
-    lim, g = exact_pair_limit([1, 4, 4])
-    assert float(lim) < float(g)
-
-
-def test_verify_json_reports_every_theorem_and_backs_every_verdict(verify_json):
-    code, out = verify_json
-    assert code == 0, out["failures"]
-    assert out["ok"]
-    assert {t["id"] for t in out["theorems"]} == set(BY_ID)
-    passed = {t["id"]: t for t in out["theorems"] if t["passed"]}
-    assert len(passed) == len(BY_ID)
-    for c in out["ledger"]:
-        if c["verdict"] == "proved":
-            assert any(t in passed and passed[t]["status"] in ("proved", "proved-n") for t in c["evidence"]), c["id"]
-    assert sum(out["ledger_summary"].values()) == len(CLAIMS)
-    for t in out["theorems"]:
-        if t["numeric"] is not None:
-            assert t["numeric"]["passed"] and t["numeric"]["cases"] >= 1
+        assert r["checks"] == [{"name": name, "passed": o.passed, "detail": o.detail} for o in supplied.values()]
+    (r,) = resolve(results, claims=[claim])
+    assert name in r["pending"] and "did not run" in r["pending"]
+    (r,) = resolve(results, claims=[claim], checks={name: failed})
+    assert r["broken_evidence"] == [f"check: {name}"] and not r["pending"]
+    proved_by_check = Claim("X-1", "c", "001 README / x", "proved", (f"check: {name}",))
+    (r,) = resolve(results, claims=[proved_by_check], checks={name: passed})
+    assert r["verdict"] == "open", "a check never earns proved"
+    refuted_by_check = Claim("X-2", "c", "001 README / x", "refuted", (f"check: {name}",))
+    (r,) = resolve(results, claims=[refuted_by_check], checks={name: passed})
+    assert (r["verdict"], r["ok"]) == ("refuted", True)
 
 
 # ----------------------------------------------------------------------------- measured claims (studies)

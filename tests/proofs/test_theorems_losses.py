@@ -1,4 +1,5 @@
-"""Theorems 9, 10 and 13 checked against rl.losses.policy_loss itself (the loss contract of the brief)."""
+"""Theorems about the policy losses (proofs/theorems_losses.py): T9, T10 and T13 checked against
+rl.losses.policy_loss itself (the loss contract of the brief), and the checks bite."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from proofs import BY_ID
+from proofs import BY_ID, DEFAULT_IMPL, theorems_losses
 from proofs.forms import dps_for, mp_eval
 
 from rl.losses import policy_loss
+
+from tests.proofs.proofs_helpers import assert_caught, assert_key_steps_verified
 
 NO_CLIP = dict(eps_low=1.0, eps_high=math.inf, max_log_ratio=None)
 
@@ -73,3 +76,29 @@ def test_T13_gradient_in_learnable_p(p0, adv, derivations):
     assert BY_ID["T13-learnable-p"].expected.value == "proved"
     np.testing.assert_allclose(float(g), -adv * s * kl, rtol=1e-10)
     assert np.sign(-float(g)) == np.sign(adv)  # ascent on J = -loss moves p with the sign of A
+
+
+def mask_ignoring(log_x, p, dim=-1, *, weights=None, mask=None, keepdim=False, check=True):
+    """Pads are averaged in (as the seed's len(ratios) does)."""
+    u = torch.nan_to_num(torch.as_tensor(log_x, dtype=torch.float64), nan=0.0)
+    return DEFAULT_IMPL.log_power_mean(u, p, weights=weights)
+
+
+def test_wrong_implementation_is_caught(derivations):
+    assert_caught("T9-seq-gradient", "log_power_mean", mask_ignoring, derivations)
+
+
+#: the steps sympy must verify in each theorem's derivation (at least those its statement rests on), held
+#: here apart from ``Theorem.key_steps`` so that a step demoted to a remark is caught in either place
+VERIFIED = {
+    "T9-seq-gradient": {"ds/dlogpi", "p=0"},
+    "T10-on-policy": {"on-policy", "p=0", "token-grpo"},
+    "T11-breakdown": {"H: r->0", "H weight: r->0", "H: r->inf", "H weight: r->inf"},
+    "T12-clipping": {"p_up", "p_low", "shift"},
+    "T13-learnable-p": {"dJ/dp"},
+}
+
+
+@pytest.mark.parametrize("tid", sorted(VERIFIED))
+def test_sympy_verifies_the_key_steps(tid, derivations):
+    assert_key_steps_verified(VERIFIED, theorems_losses, tid, derivations)
