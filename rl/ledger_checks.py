@@ -20,7 +20,7 @@ __all__ = ["CHECKS", "muonclip_caps_qk_logits"]
 
 TAU = 100.0
 # float32 logits are sums of ~8-16 products: a head clipped to tau sits at tau within a
-# relative 1e-5 of rounding (the tolerance of tests/rl/test_muonclip.py).
+# relative 1e-5 of rounding (the tolerance of tests/rl/optim/test_muon_clip.py).
 ROUND = 1e-5
 STEPS = 3
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 
 from rl.envs import available_envs
 from rl.losses import AGG_MODES, LEVELS
@@ -130,21 +129,18 @@ def _fmt(v) -> str:
 def run(args: argparse.Namespace) -> int:
     from rl.trainer import train
 
-    try:
-        threads = args.threads if args.threads is not None else (1 if args.env in BANDITS else None)
-        if threads is not None:
-            if threads < 1:
-                raise ValueError(f"--threads must be >= 1, got {threads}")
-            import torch
+    # a ValueError here (bad flag values, a bad loss option) is answered in one line by rl.cli
+    threads = args.threads if args.threads is not None else (1 if args.env in BANDITS else None)
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {threads}")
+        import torch
 
-            torch.set_num_threads(threads)
-        cfg = _config(args)
-        if args.resume and args.out is None:
-            raise ValueError("--resume needs --out (the folder holding checkpoint.pt)")
-        result = train(cfg, args.out, resume=args.resume, progress=not args.no_progress and not args.json)
-    except ValueError as exc:
-        print(f"hmpo train: error: {exc}", file=sys.stderr)
-        return 2
+        torch.set_num_threads(threads)
+    cfg = _config(args)
+    if args.resume and args.out is None:
+        raise ValueError("--resume needs --out (the folder holding checkpoint.pt)")
+    result = train(cfg, args.out, resume=args.resume, progress=not args.no_progress and not args.json)
     s = dict(result.summary)
     if args.out is not None:
         s["out"] = str(args.out)
