@@ -113,6 +113,9 @@ def run(args: argparse.Namespace) -> int:
                 print(f"hmpo report: study {spec.name}: {exc}", file=sys.stderr)
                 return 2
             print(f"study {spec.name}: {res.ran} ran, {res.skipped} reused, {res.failed} failed, {res.wall_s:.0f} s")
+            if res.stale:
+                print(f"study {spec.name}: reran {len(res.stale)} stale results (made by another code version than "
+                      f"{res.code_version}): {', '.join(res.stale)}")
             if res.interrupted:
                 print("interrupted: rerun `hmpo report` to resume", file=sys.stderr)
                 return 130

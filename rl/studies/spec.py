@@ -78,8 +78,8 @@ MIN_SEEDS_FOR_COMPARISON = 5
 #: where a study's runs execute (rl.studies.runner); the CLI offers the same choices
 EXECUTORS = ("local", "ray", "inline")
 
-# Loss settings each named variant stands for (keys follow rl.losses.policy_loss; "learn_p"
-# asks the trainer to hold p as a parameter and train it with the policy).
+# Loss settings each named variant stands for (keys follow rl.losses.policy_loss and
+# rl.trainer.TrainConfig: "learnable_p" asks the trainer to hold p as a parameter and train it).
 VARIANTS: dict[str, dict[str, Any]] = {
     "p=1": {"level": "sequence", "p": 1.0, "mean": "power"},
     "p=0.5": {"level": "sequence", "p": 0.5, "mean": "power"},
@@ -91,7 +91,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "gmpo": {"level": "gmpo", "p": 0.0, "mean": "power"},
     "adaptive": {"level": "sequence", "p": 0.0, "mean": "adaptive"},
     "rmi": {"level": "sequence", "p": 0.0, "mean": "rmi"},
-    "learnable-p": {"level": "sequence", "p": 0.0, "mean": "power", "learn_p": True},
+    "learnable-p": {"level": "sequence", "p": 0.0, "mean": "power", "learnable_p": True},
     # the seeds' hierarchy, two scales: harmonic within phrases of 2 tokens, geometric across them
     "multiscale": {"level": "sequence", "p": 0.0, "mean": "multiscale", "chunk_size": 2, "chunk_p": -1.0},
 }
@@ -136,7 +136,7 @@ def canonical_variant(name: str) -> str:
 
 
 def variant_settings(name: str) -> dict[str, Any]:
-    """Loss settings of a variant: {"level", "p", "mean"[, "learn_p"]}. ValueError if unknown."""
+    """Loss settings of a variant: {"level", "p", "mean"[, "learnable_p"]}. ValueError if unknown."""
     name = canonical_variant(name)
     if name in VARIANTS:
         return dict(VARIANTS[name])
@@ -146,7 +146,7 @@ def variant_settings(name: str) -> dict[str, Any]:
 def variant_p(name: str) -> float | None:
     """The fixed exponent p of a plain sequence-level power-mean variant, else None."""
     s = variant_settings(name)
-    if s["level"] == "sequence" and s["mean"] == "power" and not s.get("learn_p"):
+    if s["level"] == "sequence" and s["mean"] == "power" and not s.get("learnable_p"):
         return float(s["p"])
     return None
 

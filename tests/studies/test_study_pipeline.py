@@ -268,7 +268,7 @@ def test_smoke_preset_end_to_end_with_the_trainer(tmp_path):
 
     r0 = spec.runs()[0]
     again = execute_task({"run_id": r0.run_id, "config": r0.config, "variant": r0.variant, "cell": r0.cell,
-                          "seed": r0.seed, "config_hash": r0.config_hash, "run_fn": "rl.studies.runner:train_run",
+                          "seed": r0.seed, "config_hash": r0.config_hash, "run_fn": "rl.studies.training:run",
                           "work_dir": None})
     assert again["metrics"]["exact_reward"] == recs[r0.run_id]["metrics"]["exact_reward"]
     index = write_index(tmp_path / "reports")
