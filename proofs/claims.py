@@ -394,11 +394,12 @@ SEED_002: list[Row] = [
     (14, "Ready for production and for safety-critical domains (medical, legal, finance)", "Ready for Production",
      "open", (), "Nothing in the seeds or here supports it; outside the project's scope."),
     (15, "First-ever HMPO implementation; only known harmonic-mean RL algorithm", "Key Innovations", "refuted",
-     ("cite: github.com/callsys/GMPO train_zero_math_hmpo.py (commit 4498795)", "cite: arXiv:2605.12058 (HolderPO)"),
+     ("cite: github.com/callsys/GMPO train_zero_math_hmpo.py (commit 4498795)",
+      "cite: arXiv:2605.12058 (HolderPO); github.com/YihangChen9/HolderPO scripts/qwen2.5-math-7b-holder.sh"),
      "Settled by citation: GMPO's repository ships train_zero_math_hmpo.py, whose loss (critic_type_modify = 'hmpo') is "
      "the harmonic mean of clipped token ratios, mask.sum() / (1 / ratio)[mask].sum(); Hoelder Policy Optimisation "
-     "(Chen et al., arXiv:2605.12058, May 2026) trains with Hoelder (power) means of token probabilities over a range "
-     "of p, p < 0 included, annealed during training."),
+     "(arXiv:2605.12058, May 2026) aggregates token probabilities by the Hoelder (power) mean M_p and anneals p during "
+     "training, its launcher from 2 down to -2 (HOLDER_P_MIN=-2.0, schedule linear_dec), so through the harmonic mean."),
     (16, "GRPO (arithmetic) is best for exploration and fast learning", "Related Work Context (table)", "measured",
      ("study: sample-efficiency",),
      "Fast learning measured as for C000-41 (p = 1 vs p = 0); exploration is not measured."),

@@ -28,7 +28,7 @@ _EXPORTS = {
     "parse_spec": "rl.studies.spec",
     "Plan": "rl.studies.plan", "Endpoint": "rl.studies.plan", "Claim": "rl.studies.plan",
     "analyze": "rl.studies.analysis",
-    "Finding": "rl.studies.findings", "Test": "rl.studies.findings", "read_findings": "rl.studies.findings",
+    "Finding": "rl.studies.findings", "StatTest": "rl.studies.findings", "read_findings": "rl.studies.findings",
     "FINDINGS_FORMAT": "rl.studies.findings",
     "sign_flip_test": "rl.studies.stats", "mean_ci": "rl.studies.stats", "tost": "rl.studies.stats",
     "holm": "rl.studies.stats", "bootstrap_ci": "rl.studies.stats",

@@ -31,8 +31,8 @@ import numpy as np
 from scipy import stats as sps
 
 from rl.studies.endpoints import EndpointValue, consumed, endpoint_value, series
-from rl.studies.findings import Finding, Test, outcome
-from rl.studies.plan import Claim, Endpoint, Plan, matches
+from rl.studies.findings import Finding, StatTest, outcome
+from rl.studies.plan import Claim, Endpoint, matches
 from rl.studies.spec import StudySpec, variant_p
 from rl.studies.stats import (curve_band, holm, mann_whitney_test, mean_ci, page_trend, permutation_test,
                               power_paired, sign_flip_test, signed_rank_test, tost)
@@ -42,7 +42,8 @@ __all__ = ["Cell", "Summary", "StudyData", "Analysis", "collect", "difference_te
 
 #: columns summarised per run beside the declared endpoints (absent columns give NaN)
 RUN_COLUMNS = {"clip_low": "loss/clip_frac_low", "clip_high": "loss/clip_frac_high", "kl": "kl_old_new",
-               "ess": "loss/token_weight_ess", "p": "p", "sec_per_step": "time_s"}
+               "ess": "loss/token_weight_ess", "p": "p", "sec_per_step": "time_s",
+               "skipped_updates": "skipped_total"}
 
 
 # ----------------------------------------------------------------------------- 1. the data
@@ -126,7 +127,8 @@ def _mean_column(rec: dict[str, Any], column: str, how: str = "mean") -> float:
 
 
 def _run_columns(rec: dict[str, Any]) -> dict[str, float]:
-    how = {"kl": "median", "sec_per_step": "median", "p": "last"}  # KL estimates are heavy-tailed
+    # KL estimates are heavy-tailed (one far off-policy step dominates a mean): the median
+    how = {"kl": "median", "sec_per_step": "median", "p": "last", "skipped_updates": "last"}
     return {k: _mean_column(rec, col, how.get(k, "mean")) for k, col in RUN_COLUMNS.items()}
 
 
@@ -386,7 +388,7 @@ def _verdict(d: Draft, p_adj: float, p_tost_adj: float, alpha: float) -> tuple[s
     return "inconclusive", ""
 
 
-def judge(drafts: Sequence[Draft], *, family: str, alpha: float, role: str = "primary") -> list[Test]:
+def judge(drafts: Sequence[Draft], *, family: str, alpha: float, role: str = "primary") -> list[StatTest]:
     """Correct one family and give each test its verdict.
 
     Holm's step-down adjustment over the family's difference (and trend, optimum) p-values, and
@@ -408,7 +410,7 @@ def judge(drafts: Sequence[Draft], *, family: str, alpha: float, role: str = "pr
                  if d.kind == "difference" and not d.identical else math.nan)
         notes = [*d.notes, note] if note else list(d.notes)
         rel = d.estimate / d.baseline_mean if d.kind == "difference" and d.baseline_mean else math.nan
-        out.append(Test(cell=d.cell, endpoint=d.endpoint, test="bit-for-bit" if d.identical else d.test, n=d.n,
+        out.append(StatTest(cell=d.cell, endpoint=d.endpoint, test="bit-for-bit" if d.identical else d.test, n=d.n,
                         estimate=d.estimate, ci_low=d.ci[0], ci_high=d.ci[1], margin=d.margin,
                         p=1.0 if d.identical else d.p, p_adjusted=1.0 if d.identical else float(p_adj[i]),
                         verdict=verdict, family=family, role=role, variant=d.variant, baseline=d.baseline,
@@ -419,7 +421,7 @@ def judge(drafts: Sequence[Draft], *, family: str, alpha: float, role: str = "pr
     return out
 
 
-def aggregate_verdict(tests: Sequence[Test]) -> str:
+def aggregate_verdict(tests: Sequence[StatTest]) -> str:
     """A finding's verdict from its primary tests: one directional verdict (better, worse,
     increasing, decreasing, optimum) wins over inconclusive ones; two different ones are
     "mixed"; all equivalent (or flat) is that; all identical is identical; else inconclusive."""
@@ -469,7 +471,7 @@ def _family_name(claim: Claim, n: int) -> str:
     return f"{claim.id}: Holm over {n} test{'s' if n != 1 else ''}"
 
 
-def _comparison(data: StudyData, claim: Claim, baseline: str) -> tuple[list[Test], list[str]]:
+def _comparison(data: StudyData, claim: Claim, baseline: str) -> tuple[list[StatTest], list[str]]:
     plan, alpha = data.spec.plan, data.spec.plan.alpha
     cells = _claim_cells(data, claim, (claim.variant, baseline))
     inside = [c for c in cells if not c.coincide]
@@ -484,7 +486,7 @@ def _comparison(data: StudyData, claim: Claim, baseline: str) -> tuple[list[Test
     if outside:
         notes.append(f"{len({d.cell for d in outside})} condition(s) where the means coincide (ESS above "
                      f"{plan.regime.coincide_above:g}) are reported but kept out of the verdict")
-    tests: list[Test] = []
+    tests: list[StatTest] = []
     if claim.pool and len(inside) > 1:
         pooled = [_pooled(data, claim, baseline, inside, e) for e in claim.endpoints]
         tests += judge(pooled, family=_family_name(claim, len(pooled)), alpha=alpha)
@@ -532,14 +534,15 @@ def _gaps(data: StudyData, c: Cell, claim: Claim, baseline: str, ep: Endpoint) -
     return {s: (x[s].value - y[s].value) / scale for s in x if s in y}
 
 
-def _interaction(data: StudyData, claim: Claim, baseline: str) -> tuple[list[Test], list[str]]:
+def _interaction(data: StudyData, claim: Claim, baseline: str) -> tuple[list[StatTest], list[str]]:
     plan, alpha = data.spec.plan, data.spec.plan.alpha
     drafts: list[Draft] = []
     notes = []
     for group in _levels(data, claim, baseline):
         first, last = group[0], group[-1]
-        label = (f"{claim.factor} {first.factors[claim.factor]} -> {last.factors[claim.factor]}"
-                 f" at {cell_label({k: v for k, v in first.factors.items() if k != claim.factor and v != '-'})}")
+        rest = [x for x in first.short.split(", ") if not x.startswith(f"{claim.factor}=")]
+        label = (f"{claim.factor} {first.factors[claim.factor]} -> {last.factors[claim.factor]} at "
+                 + (", ".join(rest) if any("=" in x for x in rest) else "the reference settings"))
         for e in claim.endpoints:
             ep = plan.endpoints[e]
             g0, g1 = _gaps(data, first, claim, baseline, ep), _gaps(data, last, claim, baseline, ep)
@@ -586,7 +589,7 @@ def _baseline_mean(data: StudyData, c: Cell, baseline: str, e: str) -> float:
     return float(np.mean([v.value for v in data.per_seed(c.label, baseline, e).values()]))
 
 
-def _sweep(data: StudyData, claim: Claim) -> tuple[list[Test], list[str]]:
+def _sweep(data: StudyData, claim: Claim) -> tuple[list[StatTest], list[str]]:
     plan, alpha = data.spec.plan, data.spec.plan.alpha
     drafts = []
     for c in data.cells:
@@ -646,7 +649,7 @@ def _optimum_draft(tab: np.ndarray, ps: np.ndarray, margin: float, ep: Endpoint,
     return d
 
 
-def _descriptive(data: StudyData, claim: Claim, baseline: str | None) -> tuple[list[Test], list[str]]:
+def _descriptive(data: StudyData, claim: Claim, baseline: str | None) -> tuple[list[StatTest], list[str]]:
     """Numbers without a test: each variant's mean (or its per-seed difference from, or ratio to,
     the baseline) with a 95% interval; without a declared variant, every variant but the baseline."""
     drafts = []
@@ -701,7 +704,7 @@ def _controls(data: StudyData, baseline: str | None) -> list[Finding]:
                                     kind="descriptive", variant=v, baseline=baseline, identical=ident))
         if not drafts:
             continue
-        tests = [t if t.verdict == "identical" else Test(**{**t.__dict__, "verdict": "not identical"})
+        tests = [t if t.verdict == "identical" else StatTest(**{**t.__dict__, "verdict": "not identical"})
                  for t in judge(drafts, family="control: no test", alpha=data.spec.plan.alpha, role="control")]
         verdict = aggregate_verdict(tests)
         n_same = sum(t.verdict == "identical" for t in tests)
@@ -735,10 +738,10 @@ class Analysis:
     data: StudyData
     summaries: list[Summary]
     findings: list[Finding]
-    exploratory: list[Test]
+    exploratory: list[StatTest]
 
 
-def exploratory(data: StudyData, baseline: str | None) -> list[Test]:
+def exploratory(data: StudyData, baseline: str | None) -> list[StatTest]:
     """Every variant against the baseline in every non-control condition on every outcome endpoint
     (those a comparison or interaction claim uses; all of them without claims); Holm within
     (condition, endpoint) across variants. Reported as exploratory: no claim rests on them."""
@@ -764,7 +767,7 @@ def exploratory(data: StudyData, baseline: str | None) -> list[Test]:
     return out
 
 
-def _summary_line(data: StudyData, tests: Sequence[Test], verdict: str) -> str:
+def _summary_line(data: StudyData, tests: Sequence[StatTest], verdict: str) -> str:
     """One line: how many primary tests gave which verdict, and the key one's effect."""
     short = {c.label: c.short for c in data.cells}
     prim = [t for t in tests if t.role == "primary"]
@@ -774,7 +777,9 @@ def _summary_line(data: StudyData, tests: Sequence[Test], verdict: str) -> str:
         return "; ".join(f"{t.variant} {t.endpoint} {t.estimate:.3g} [{t.ci_low:.3g}, {t.ci_high:.3g}]"
                          + f" at {short.get(t.cell, t.cell)}" for t in prim[:6]) + (
                              f" ({prim[0].note})" if prim[0].note else "") + ("; ..." if len(prim) > 6 else "")
-    key = min(prim, key=lambda t: (t.verdict in ("inconclusive", "identical"), t.p_adjusted if math.isfinite(t.p_adjusted) else 2))
+    # the key test: one that gave the finding its verdict, the most significant of those
+    key = min(prim, key=lambda t: (t.verdict != verdict, t.verdict in ("inconclusive", "identical"),
+                                   t.p_adjusted if math.isfinite(t.p_adjusted) else 2))
     counts = {v: sum(t.verdict == v for t in prim) for v in dict.fromkeys(t.verdict for t in prim)}
     head = ", ".join(f"{n} {v}" for v, n in counts.items())
     eff = (f"{key.endpoint} at {short.get(key.cell, key.cell)}: {key.estimate:+.3g} [95% CI {key.ci_low:.3g}, {key.ci_high:.3g}]"
@@ -785,7 +790,7 @@ def _summary_line(data: StudyData, tests: Sequence[Test], verdict: str) -> str:
     return f"{len(prim)} primary test(s): {head}; key: {eff}"
 
 
-def _finding(data: StudyData, claim: Claim, tests: list[Test], notes: list[str]) -> Finding:
+def _finding(data: StudyData, claim: Claim, tests: list[StatTest], notes: list[str]) -> Finding:
     plan = data.spec.plan
     prim = [t for t in tests if t.role == "primary"]
     verdict = aggregate_verdict(prim) if prim else "inconclusive"

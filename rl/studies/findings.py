@@ -25,7 +25,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-__all__ = ["FINDINGS_FORMAT", "TEST_VERDICTS", "FINDING_VERDICTS", "OUTCOMES", "Test", "Finding", "outcome",
+__all__ = ["FINDINGS_FORMAT", "TEST_VERDICTS", "FINDING_VERDICTS", "OUTCOMES", "StatTest", "Finding", "outcome",
            "findings_document", "read_findings"]
 
 FINDINGS_FORMAT = "hmpo-findings/2"
@@ -39,7 +39,7 @@ _DIRECTIONAL = ("better", "worse", "increasing", "decreasing", "optimum")
 
 
 @dataclass(frozen=True)
-class Test:
+class StatTest:
     """One test of one endpoint in one condition (or pooled over conditions).
 
     ``estimate`` is the effect in the endpoint's units: the mean per-seed difference variant
@@ -94,7 +94,7 @@ class Finding:
     endpoint: str
     margin: str
     family: str
-    tests: tuple[Test, ...]
+    tests: tuple[StatTest, ...]
     verdict: str
     supports: str | None
     outcome: str
@@ -102,7 +102,7 @@ class Finding:
     figure: str | None = None
     notes: tuple[str, ...] = ()
 
-    def primary(self) -> tuple[Test, ...]:
+    def primary(self) -> tuple[StatTest, ...]:
         return tuple(t for t in self.tests if t.role == "primary")
 
     def p_values(self) -> list[float]:
@@ -181,7 +181,7 @@ def read_findings(doc: dict[str, Any] | str) -> list[Finding]:
     out = []
     for f in doc.get("findings", []):
         f = dict(f)
-        f["tests"] = tuple(_record(Test, t) for t in f.get("tests", []))
+        f["tests"] = tuple(_record(StatTest, t) for t in f.get("tests", []))
         f["notes"] = tuple(f.get("notes", ()))
         out.append(_record(Finding, f))
     return out

@@ -3,7 +3,7 @@ the spec before anything runs, so that the statistics only execute what was decl
 
 In TOML, beside ``[study]``, ``[base]`` and ``[[grid]]``::
 
-    [endpoints.samples_to_0.9]        # a name, then its definition
+    [endpoints."samples_to_0.9"]      # a name (quoted: it holds a dot), then its definition
     kind = "to_threshold"             # first crossing, interpolated, right-censored at the budget
     metric = "exact_reward"           # the per-step column of the results (default: [study] metric)
     threshold = 0.9                   # a number, never a fraction of the best variant
@@ -111,7 +111,7 @@ class Endpoint:
     def describe(self) -> str:
         """The definition in words (rendered in the report's method)."""
         if self.kind == "mean":
-            what = f"mean of `{self.metric}` over all steps (area under the curve per step)"
+            what = f"mean of `{self.metric}` over all steps"
         elif self.kind == "final":
             what = (f"`{self.metric}` at the last step" if self.last == 1 else
                     f"mean of `{self.metric}` over the last {self.last} steps")

@@ -53,7 +53,7 @@ _NOISE = {**_M, "reward_noise": "0.5"}                      # noisy rewards
 
 _COMMON_ENDPOINTS = {
     "clip_asymmetry": {"kind": "mean", "metric": "loss/clip_frac_low", "minus": "loss/clip_frac_high",
-                       "margin": 0.005, "description": "low-side minus high-side clip fraction:"},
+                       "margin": 0.005, "description": "clip asymmetry (no better or worse: a mechanism):"},
     "final_p": {"kind": "final", "metric": "p", "margin": 0.1, "description": "the p in force at the end:"},
     "sec_per_step": {"kind": "median", "metric": "time_s", "margin": 0.1, "relative": True, "higher_is_better": False,
                      "description": "wall-clock seconds per training step (one thread per run, a shared machine):"},
@@ -106,7 +106,8 @@ BANDIT_PLAN: dict[str, Any] = {
     "endpoints": {
         "samples_to_0.9": {"kind": "to_threshold", "threshold": 0.9, "x": "samples", "margin": 0.05, "relative": True,
                            "description": "sample efficiency:"},
-        "auc": {"kind": "mean", "margin": 0.01, "description": "mean exact reward over training:"},
+        "auc": {"kind": "mean", "margin": 0.01,
+                "description": "mean exact reward over training (the area under the curve per step):"},
         "final": {"kind": "final", "margin": 0.01, "description": "final exact reward:"},
         "drawdown": {"kind": "max_drawdown", "window": 1, "collapse": 0.2, "margin": 0.02,
                      "description": "stability:"},
@@ -145,7 +146,8 @@ BANDIT_PLAN: dict[str, Any] = {
 
 TINY_LM_PLAN: dict[str, Any] = {
     "endpoints": {
-        "auc": {"kind": "mean", "margin": 0.02, "description": "mean sampled reward over training:"},
+        "auc": {"kind": "mean", "margin": 0.02,
+                "description": "mean sampled reward over training (the area under the curve per step):"},
         "final": {"kind": "final", "last": 10, "margin": 0.02, "description": "final sampled reward:"},
         "drawdown": {"kind": "max_drawdown", "window": 10, "collapse": 0.15, "margin": 0.03,
                      "description": "stability (10-step mean of the sampled reward, whose per-step SD is about 0.05):"},
@@ -211,7 +213,9 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "minibatches), 8 prompts x 8 samples per step, 80 steps, AdamW lr 5e-5 (half the environment's "
                   "on-policy default: each step takes 4 optimizer steps; at 1e-4 off-policy runs drift down). The "
                   "warm start samples correct sums ~20% of the time, so there is room to rise. The metric is the "
-                  "sampled batch reward (no enumeration exists here).",
+                  "sampled batch reward (no enumeration exists here). All runs share one cached SFT warm start, so its "
+                  "variance enters no interval: every verdict here is conditional on that checkpoint, which is not the "
+                  "same on every machine (the warm start stops when its evaluation first reaches a target).",
                   "baseline": "p=0", "metric": "reward_mean", "plan_note": _REANALYSIS},
         "base": {"env": "tiny-lm", "steps": 80, "prompts_per_step": 8, "group_size": 8, "lr": 5e-5},
         "grid": [{"variant": CORE + ["grpo-token", "gmpo"], "off_policy": "2x2", "seeds": 8}],

@@ -30,7 +30,7 @@ from typing import Any
 from rl._io import atomic_write_json, atomic_write_text
 from rl.studies.analysis import Analysis, analyze
 from rl.studies.figures import FIGURE_CAPTIONS, short_label, write_figures
-from rl.studies.findings import Finding, Test, findings_document, read_findings
+from rl.studies.findings import Finding, StatTest, findings_document, read_findings
 from rl.studies.runner import code_version, load_results
 from rl.studies.spec import VARIANT_NAMES, StudySpec, parse_spec
 
@@ -102,13 +102,13 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 # ----------------------------------------------------------------------------- sentences
 
-def _effect(t: Test) -> str:
+def _effect(t: StatTest) -> str:
     """The effect of one test in words: estimate [CI], relative, margin."""
     rel = f" ({t.relative:+.1%})" if math.isfinite(t.relative) else ""
     return f"{t.estimate:+.3g} [{_fmt(t.ci_low)}, {_fmt(t.ci_high)}]{rel}, margin ±{_fmt(t.margin)}"
 
 
-def _test_row(a: Analysis, t: Test) -> list[str]:
+def _test_row(a: Analysis, t: StatTest) -> list[str]:
     power = _fmt(t.power, 2) if t.verdict == "inconclusive" else ""
     return [short_label(a, t.cell) if t.cell in {c.label for c in a.data.cells} else t.cell, t.endpoint,
             t.variant or "-", _fmt(t.variant_mean), _fmt(t.baseline_mean), _effect(t),
@@ -213,7 +213,7 @@ def _test_records(a: Analysis) -> list[dict[str, Any]]:
 
 
 def _readme(a: Analysis, spec: StudySpec, figures: dict[str, Path], out_dir: Path, n_planned: int,
-            versions: dict[str, int], command: str, manifest: dict[str, Any]) -> str:
+            versions: dict[str, int], current: str, command: str, manifest: dict[str, Any]) -> str:
     data = a.data
     n_runs = len(data.runs)
     lines = [f"# Study `{spec.name}`", ""]
@@ -260,7 +260,9 @@ def _readme(a: Analysis, spec: StudySpec, figures: dict[str, Path], out_dir: Pat
     lines += [f"- git commit of the last study invocation: `{git.get('commit')}`"
               + (" (with uncommitted changes)" if git.get("dirty") else ""),
               "- code versions of the results (hash of the source the run function depends on): "
-              + ", ".join(f"`{v}` ({n} runs)" for v, n in versions.items()),
+              + ", ".join(f"`{v}` ({n} runs)" for v, n in versions.items()) + f"; the code here is `{current}`"
+              + ("" if set(versions) == {current} else
+                 " (results of another version are reported as they are; `hmpo study` reruns them)"),
               f"- packages: {', '.join(f'{k} {v}' for k, v in (prov.get('packages') or {}).items())}",
               f"- python {prov.get('python')}, {prov.get('platform')}, executor {prov.get('executor')}", ""]
     return "\n".join(lines)
@@ -283,6 +285,9 @@ def write_study_report(study_dir: str | Path, out_dir: str | Path, *, spec: Stud
         raise ValueError(f"{study_dir}: no finished runs yet")
     a = analyze(records, spec)
     figures = write_figures(a, out_dir / "figures")
+    for old in (out_dir / "figures").glob("*.png"):  # figures an earlier version wrote and this one does not
+        if old not in figures.values():
+            old.unlink()
     rel = {k: Path(v).relative_to(out_dir).as_posix() for k, v in figures.items()}
     findings = tuple(f if f.figure is None else Finding(**{**f.__dict__, "figure": rel.get(f.figure)})
                      for f in a.findings)
@@ -299,7 +304,7 @@ def write_study_report(study_dir: str | Path, out_dir: str | Path, *, spec: Stud
     _write_csv(out_dir / "runs.csv", a.data.runs)
     _write_csv(out_dir / "comparisons.csv", _test_records(a))
     readme = out_dir / "README.md"
-    atomic_write_text(readme, _readme(a, spec, figures, out_dir, len(planned), versions,
+    atomic_write_text(readme, _readme(a, spec, figures, out_dir, len(planned), versions, current,
                                       command or f"hmpo study {spec.name} --out {study_dir}", manifest))
     return StudyReport(readme, out_dir / "findings.json", figures, findings, len(records), len(planned),
                        len(a.data.failed))

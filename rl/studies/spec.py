@@ -409,7 +409,7 @@ def parse_spec(data: dict[str, Any]) -> StudySpec:
         raise ValueError("study spec: [study] name must be given: letters, digits, '-', '_' or '.'")
     if "threshold" in st:
         raise ValueError("study spec: [study] threshold is gone: declare thresholds in an endpoint, e.g. "
-                         "[endpoints.samples_to_0.9] kind = \"to_threshold\", threshold = 0.9, margin = 0.05")
+                         "[endpoints.\"samples_to_0.9\"] kind = \"to_threshold\", threshold = 0.9, margin = 0.05")
     allowed = {"name", "description", "baseline", "metric", "compare", "run_fn", "alpha", "plan_note"}
     bad = set(st) - allowed
     if bad:

@@ -37,6 +37,9 @@ def test_max_drawdown_is_the_largest_fall_below_the_running_best():
     assert max_drawdown(np.concatenate([rise, 0.45 * np.ones(20)])) == pytest.approx(0.55)
     assert max_drawdown(np.linspace(0.3, 0.02, 60)) == pytest.approx(0.28)  # a warm start that RL drove down
     assert max_drawdown(np.append(rise, np.nan)) == math.inf                # ended non-finite
+    assert max_drawdown(np.zeros(30)) == 0.0                                 # never learned: nothing to lose
+    plateau = 0.9 + 0.02 * np.sin(np.arange(80))                             # noise on a plateau: a small drawdown
+    assert max_drawdown(np.concatenate([rise * 0.9, plateau])) == pytest.approx(0.04, abs=1e-3)
     # a trailing window smooths one bad step: 1, 1, 1, 0, 1, 1 has drawdown 1, its 3-step mean 1/3
     assert max_drawdown([1, 1, 1, 0, 1, 1]) == 1.0
     assert max_drawdown([1, 1, 1, 0, 1, 1], window=3) == pytest.approx(1 / 3)
