@@ -161,6 +161,13 @@ def signed_rank_test(d: Sequence[float], *, alternative: str = "two-sided", seed
     return _sign_flip(np.sign(a) * _midranks(np.abs(a)), alternative, seed)
 
 
+def _check_bootstrap(confidence: float, n_resamples: int, least: int) -> None:
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if n_resamples < least:
+        raise ValueError(f"n_resamples must be >= {least}, got {n_resamples}")
+
+
 def mean_ci(d: Sequence[float] | np.ndarray, *, confidence: float = 0.95, n_resamples: int = 4999,
             seed: int = _RNG_SEED) -> tuple[np.ndarray | float, np.ndarray | float]:
     """Studentized-bootstrap (bootstrap-t) interval for the mean of ``d`` over its last axis.
@@ -176,10 +183,7 @@ def mean_ci(d: Sequence[float] | np.ndarray, *, confidence: float = 0.95, n_resa
     [..., n] gives one interval per leading index (vectorised). Reference: Efron & Tibshirani
     (1993) An Introduction to the Bootstrap, ch. 12.5; Hall (1988) Ann. Statist. 16:927-953.
     """
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    if n_resamples < 99:
-        raise ValueError(f"n_resamples must be >= 99, got {n_resamples}")
+    _check_bootstrap(confidence, n_resamples, 99)
     a = np.asarray(d, dtype=float)
     scalar = a.ndim == 1
     a = np.atleast_2d(a)
@@ -405,10 +409,7 @@ def bootstrap_ci(
     the tests and the intervals of differences use :func:`mean_ci`.
     Domain: 0 < confidence < 1; n_resamples >= 100.
     """
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    if n_resamples < 100:
-        raise ValueError(f"n_resamples must be >= 100, got {n_resamples}")
+    _check_bootstrap(confidence, n_resamples, 100)
     a = np.asarray(x, dtype=float)
     scalar = a.ndim == 1
     if scalar:
