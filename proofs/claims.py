@@ -176,12 +176,13 @@ SEED_000: list[Row] = [
     (4, "Unequal token weights cause GRPO's instability", "The Mean Hierarchy / 1. GRPO (problem)", "measured",
      ("study: stability",),
      "A causal claim. Measured: are p = 1 (token weights r_t/T) and token-level GRPO less stable than GSPO (equal "
-     "weights), by spread of the final reward across seeds and collapsed runs? A difference would not by itself show the cause."),
+     "weights): the largest drawdown of the objective below its running best, paired on seeds, margin declared; "
+     "a difference would not by itself show the cause."),
     (5, "GSPO weights every token equally", "The Mean Hierarchy / 2. GSPO (benefit)", "proved",
      ("T9-seq-gradient",), "At p = 0 the sensitivities are w_t = 1/T whatever the ratios (T9)."),
     (6, "Equal token weighting stabilises training (GSPO)", "The Mean Hierarchy / 2. GSPO (benefit)", "measured",
      ("study: stability",),
-     "Measured as the converse of C000-04: GSPO against p = 1 and token-level GRPO, spread across seeds and collapses."),
+     "Measured as the converse of C000-04: GSPO against p = 1 and token-level GRPO, by drawdown (paired on seeds)."),
     (7, "The harmonic ratio is |y| / sum_t (pi_old/pi)", "The Mean Hierarchy / 3. Missing: Harmonic", "proved",
      ("T5-homogeneity-duality",), "H = 1/A(1/r) by duality (T5): the formula is M_{-1}."),
     (8, "The harmonic mean is dominated by the smallest ratios", "The Mean Hierarchy / 3. Properties", "proved",
@@ -209,8 +210,8 @@ SEED_000: list[Row] = [
     (14, "HMPO is less sensitive to extreme outliers than the arithmetic mean", "1. HMPO / Properties",
      "conditional", ("T11-breakdown",), "For large outliers yes (bounded); for vanishing ratios it is more sensitive (-> 0)."),
     (15, "HMPO is more stable than GSPO", "1. HMPO / Properties", "measured", ("study: stability",),
-     "Same tasks, seeds and off-policy degree for p = -1 and p = 0: spread of the final reward across seeds "
-     "(Brown-Forsythe) and collapsed runs (Fisher exact), Holm-corrected."),
+     "p = -1 vs p = 0 on common seeds: the largest drawdown of the objective (a collapse = a drawdown past a declared "
+     "size that sampling noise does not reach), with a margin, Holm over the conditions tested."),
     (16, "HMPO has better sample efficiency than GSPO (question)", "1. HMPO / Research Questions", "measured",
      ("study: sample-efficiency",),
      "p = -1 vs p = 0, paired on seeds: samples to a fixed threshold of the exact objective (margin 5% of GSPO's) and "
@@ -225,7 +226,8 @@ SEED_000: list[Row] = [
     (18, "HMPO has convergence guarantees (question)", "1. HMPO / Research Questions", "open", (),
      "No guarantee is derived here."),
     (19, "Adaptive mean selection by a stability metric helps training", "2. Adaptive Mean Selection", "measured",
-     ("study: adaptive-mean",), "Final reward of the adaptive mean (rl.losses mean='adaptive') against GSPO."),
+     ("study: adaptive-mean",),
+     "Mean reward over training and final reward of the adaptive mean (rl.losses mean='adaptive') against GSPO."),
     (20, "The recursive mean iteration on ratios (RMI-PO) converges to the geometric mean",
      "3. Recursive Mean Iterations", "refuted", ("T7R-rmi-not-geometric", "T7-ah-from-AH"),
      "For n > 2 it converges to sqrt(A H), equal to G iff sum sinh(log r - mean log r) = 0; (1, 1, 4): 1.63299 vs 1.58740."),
@@ -239,15 +241,15 @@ SEED_000: list[Row] = [
      "dJ/dp = A s KL/p^2 (0 where clipped), finite at p = 0; on-policy p gets no gradient (T13)."),
     (24, "Learning or scheduling p improves convergence", "4. Generalized Power Mean", "measured",
      ("study: learnable-p",),
-     "T13 predicts the drift (sign of A, clip boundaries). Measured: final reward of a learnable p (started at 0) against "
-     "fixed p = 0, and where p went. Scheduling p is not measured."),
+     "T13 predicts the drift (sign of A, clip boundaries). Measured: mean and final reward of a learnable p (started at "
+     "0) against fixed p = 0, and where p went. Scheduling p is not measured."),
     (25, "Different p for different sequence positions helps", "4. Generalized Power Mean", "open", (),
      "No study varies p by position: the multi-scale variant (C000-26) uses one exponent within chunks and another "
      "across them, which is not this claim."),
     (26, "Multi-scale means (token harmonic, phrase geometric, sequence arithmetic) help", "5. Multi-Scale",
      "measured", ("study: multiscale",),
      "Measured for the two-scale variant only (harmonic within chunks of 2 tokens, geometric across chunks; "
-     "rl.losses mean='multiscale'), final reward against GSPO; the three-scale version is not measured."),
+     "rl.losses mean='multiscale'), mean and final reward against GSPO; the three-scale version is not measured."),
     (27, "The arithmetic mean maximises expected reward", "6. Information Theory", "conditional",
      ("T10-on-policy",),
      "The token-level arithmetic surrogate is the importance-sampling estimate of the expected advantage; but on-policy every "
@@ -276,8 +278,8 @@ SEED_000: list[Row] = [
      ("T9-seq-gradient",), "Token t is weighted by s softmax(p log r)_t (T9)."),
     (35, "Sequence length changes the relative performance of the means", "Specific Technical Questions / 4",
      "measured", ("T12-clipping", "study: sequence-length"),
-     "Theory: the means separate through Var(log r) (T4, T12). Measured: does the p = -1 minus p = 0 gap change "
-     "with the answer length, other factors fixed?"),
+     "Theory: the means separate through Var(log r) (T4, T12). Measured: does the per-seed gap p = -1 minus p = 0 "
+     "change with the answer length (shortest to longest, and Page's trend test), other factors fixed?"),
     (36, "Preferences between means change with model size (1B vs 70B)", "Specific Technical Questions / 5",
      "open", (), "Not measurable on this project's machines (tiny models only)."),
     (37, "The AGM iteration is the relevant classical algorithm", "Broader Research Connections / 1",
@@ -369,8 +371,8 @@ SEED_002: list[Row] = [
      "Not monotone in p and H = 11.67 > G = 1.009; see the violations listed by S1."),
     (6, "GRPO is aggressive and unstable, GSPO balanced and stable, HMPO conservative and robust",
      "Mean Hierarchy Confirmed", "measured", ("T2-monotone", "study: stability"),
-     "The ordering of the ratios (M_p increasing in p) is proved (T2). Measured: spread across seeds and collapses of "
-     "p = 1, token-level GRPO and p = -1, each against GSPO."),
+     "The ordering of the ratios (M_p increasing in p) is proved (T2). Measured: drawdowns of p = 1, token-level GRPO "
+     "and p = -1, each against GSPO, paired on seeds."),
     (7, "AGM connection proven: iterating arithmetic <-> harmonic converges to sqrt(a0 h0) = geometric mean",
      "AGM Algorithm Connection Proven", "conditional", ("T6-pair-iteration", "T7R-rmi-not-geometric"),
      "sqrt(a0 h0) yes (T6); '= geometric mean' of the ratios only for log-symmetric inputs (T7R)."),

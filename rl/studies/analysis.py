@@ -40,10 +40,12 @@ from rl.studies.stats import (curve_band, holm, mann_whitney_test, mean_ci, page
 __all__ = ["Cell", "Summary", "StudyData", "Analysis", "collect", "difference_test", "judge", "analyze",
            "aggregate_verdict"]
 
-#: columns summarised per run beside the declared endpoints (absent columns give NaN)
-RUN_COLUMNS = {"clip_low": "loss/clip_frac_low", "clip_high": "loss/clip_frac_high", "kl": "kl_old_new",
-               "ess": "loss/token_weight_ess", "p": "p", "sec_per_step": "time_s",
-               "skipped_updates": "skipped_total"}
+#: columns summarised per run beside the declared endpoints, by the names the trainer logs (an
+#: absent column gives NaN): the regime (token-weight ESS and, where the loss logs it, the
+#: within-sequence log-ratio spread), clipping, KL, the p in force, the time, skipped updates
+RUN_COLUMNS = {"ess_mean": "loss/token_weight_ess", "log_ratio_spread": "loss/log_ratio_spread",
+               "clip_low": "loss/clip_frac_low", "clip_high": "loss/clip_frac_high", "kl": "kl_old_new",
+               "p": "p", "sec_per_step": "time_s", "skipped_updates": "skipped_total"}
 
 
 # ----------------------------------------------------------------------------- 1. the data

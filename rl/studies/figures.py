@@ -201,7 +201,7 @@ def _ess(a: Analysis, path: Path) -> Path | None:
     from rl.studies.stats import mean_ci
 
     rows = a.data.runs
-    if not any(math.isfinite(r.get("ess", math.nan)) for r in rows):
+    if not any(math.isfinite(r.get("ess_mean", math.nan)) for r in rows):
         return None
     plt = _plt()
     cells = a.data.cells
@@ -211,7 +211,7 @@ def _ess(a: Analysis, path: Path) -> Path | None:
     lowest = 1.0
     for i, c in enumerate(cells):
         for j, v in enumerate(c.variants):
-            vals = np.array([r["ess"] for r in rows if r["cell"] == c.label and r["variant"] == v])
+            vals = np.array([r["ess_mean"] for r in rows if r["cell"] == c.label and r["variant"] == v])
             vals = vals[np.isfinite(vals)]
             if not vals.size:
                 continue

@@ -202,7 +202,7 @@ def _summary_rows(a: Analysis) -> list[dict[str, Any]]:
             row.update({f"{name}_mean": m, f"{name}_lo": lo, f"{name}_hi": hi})
             if a.data.spec.plan.endpoints[name].kind == "to_threshold":
                 row[f"{name}_censored"] = cens
-        row.update({"collapsed": s.collapsed, **{f"{k}_mean": v for k, v in s.columns.items()}, "stopped": s.stopped})
+        row.update({"collapsed": s.collapsed, **s.columns, "stopped": s.stopped})  # columns: means over seeds
         out.append(row)
     return out
 
@@ -247,7 +247,7 @@ def _readme(a: Analysis, spec: StudySpec, figures: dict[str, Path], out_dir: Pat
                             [[short_label(a, s.cell), s.variant, str(s.n)]
                              + [f"{_fmt(s.endpoints[e][0])} [{_fmt(s.endpoints[e][1])}, {_fmt(s.endpoints[e][2])}]"
                                 + (f" ({s.endpoints[e][3]} censored)" if s.endpoints[e][3] else "") for e in eps]
-                             + [str(s.collapsed), _fmt(s.columns.get("ess", math.nan))] for s in a.summaries]), "",
+                             + [str(s.collapsed), _fmt(s.columns.get("ess_mean", math.nan))] for s in a.summaries]), "",
               "Full tables: [summary.csv](summary.csv), [runs.csv](runs.csv), [comparisons.csv](comparisons.csv) "
               "(every test, exploratory ones included); typed findings: [findings.json](findings.json).", ""]
     lines += _method(a, spec)

@@ -28,10 +28,11 @@ def test_report_runs_reports_feeds_the_ledger_and_indexes(tmp_path, monkeypatch,
     # the ledger read the study's findings.json: C000-16 is measured, with the study's figure
     row = next(ln for ln in (rd / "claims.md").read_text().splitlines() if ln.startswith("| C000-16 "))
     assert "**measured**" in row and "(smoke)" in row and "smoke/figures/differences.png" in row
-    # --no-run reports what exists, starting nothing
-    assert main(["report", "--out", str(rd), "--study-dir", str(sd), "--studies", "smoke", "--no-run",
-                 "--skip-theory"]) == 0
-    assert "ran," not in capsys.readouterr().out
+    # --no-run reports what exists and starts nothing: with no study there, it says so
+    assert main(["report", "--out", str(tmp_path / "r2"), "--study-dir", str(tmp_path / "none"), "--studies", "smoke",
+                 "--no-run", "--skip-theory"]) == 1
+    captured = capsys.readouterr()
+    assert "holds no study" in captured.err and "ran," not in captured.out
 
 
 def test_report_answers_a_bad_study_with_one_line_and_exit_2(tmp_path, capsys):

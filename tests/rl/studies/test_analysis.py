@@ -33,12 +33,12 @@ def _judge_study(values: np.ndarray, ep: Endpoint = EP, alpha: float = 0.05):
 # ----------------------------------------------------------------------------- known truth
 
 def test_a_true_effect_beyond_the_margin_gives_better_or_worse():
-    # 200 studies, 10 seeds, true effect +-2 margins, run noise 0.5 margin (the seed effect cancels in
-    # the paired differences): the power is ~1, so at least 195 of 200 must say better (worse)
-    up = paired_endpoints(200, 10, [0.0, 0.02], seed_sd=0.05, noise_sd=0.005, seed=1)
-    down = paired_endpoints(200, 10, [0.0, -0.02], seed_sd=0.05, noise_sd=0.005, seed=2)
-    assert sum(_judge_study(v)[0].verdict == "better" for v in up) >= 195
-    assert sum(_judge_study(v)[0].verdict == "worse" for v in down) >= 195
+    # 100 studies each way, 10 seeds, true effect +-2 margins, run noise 0.5 margin (the seed effect
+    # cancels in the paired differences): the power is ~1, so at least 97 of 100 must say better (worse)
+    up = paired_endpoints(100, 10, [0.0, 0.02], seed_sd=0.05, noise_sd=0.005, seed=1)
+    down = paired_endpoints(100, 10, [0.0, -0.02], seed_sd=0.05, noise_sd=0.005, seed=2)
+    assert sum(_judge_study(v)[0].verdict == "better" for v in up) >= 97
+    assert sum(_judge_study(v)[0].verdict == "worse" for v in down) >= 97
     # lower is better: the same difference reads the other way
     lower = Endpoint(name="d", kind="max_drawdown", metric="m", margin=0.01, higher_is_better=False)
     assert _judge_study(up[0], lower)[0].verdict == "worse"
@@ -63,14 +63,14 @@ def test_too_few_seeds_give_inconclusive_with_the_power_stated():
 
 
 def test_under_the_global_null_better_or_worse_happens_at_most_at_rate_alpha():
-    # 400 null studies, each a family of 3 variants against the baseline (8 seeds, noise of the size of
+    # 250 null studies, each a family of 3 variants against the baseline (8 seeds, noise of the size of
     # the margin so that differences beyond it occur). Holm keeps the family-wise rate of a better or
     # worse verdict at most alpha = 0.05; the test fails if more than the 99.9% quantile of
-    # Binomial(400, 0.05) studies have one: its false-failure rate is below 0.001 when the true rate is
-    # exactly alpha (and smaller, as it is here: the exact sign-flip test is conservative).
-    null = paired_endpoints(400, 8, [0.0, 0.0, 0.0, 0.0], seed_sd=0.05, noise_sd=0.02, seed=5)
+    # Binomial(250, 0.05) studies (26) have one: its false-failure rate is below 0.001 when the true
+    # rate is exactly alpha (and smaller, as here: the exact sign-flip test is conservative).
+    null = paired_endpoints(250, 8, [0.0, 0.0, 0.0, 0.0], seed_sd=0.05, noise_sd=0.02, seed=5)
     hits = sum(any(t.verdict in ("better", "worse") for t in _judge_study(v)) for v in null)
-    limit = sps.binom.ppf(0.999, 400, 0.05)
+    limit = sps.binom.ppf(0.999, 250, 0.05)
     assert hits <= limit, (hits, limit)
 
 

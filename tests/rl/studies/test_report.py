@@ -60,7 +60,7 @@ def test_the_files_agree_with_the_analysis(report):
     assert len(rows) == sum(len(f.tests) for f in a.findings) + len(a.exploratory)
     assert {r["finding"] for r in rows} >= {"hmpo-vs-gspo", ""}
     runs = list(csv.DictReader(open(out / "runs.csv")))
-    assert len(runs) == 3 * 8 + 3 * 6 and {"auc", "samples_to_0.5", "samples_to_0.5_censored", "ess"} <= set(runs[0])
+    assert len(runs) == 3 * 8 + 3 * 6 and {"auc", "samples_to_0.5", "samples_to_0.5_censored", "ess_mean", "log_ratio_spread"} <= set(runs[0])
     text = info.readme.read_text()
     assert "`hmpo-vs-gspo`: **worse** (contradicted" in text
     assert text.index("## Findings") < text.index("## Regime") < text.index("## Figures") < text.index("## Method")
