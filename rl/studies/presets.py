@@ -17,9 +17,10 @@ machine shared with other jobs was 8.4 min for bandit and 4.6 min for tiny-lm).
 ``bandit`` and ``tiny-lm`` form the default study that ``hmpo report`` runs (DEFAULT_STUDIES):
 about 6 minutes of 2 idle cores plus the one-time SFT warm start (about 1 minute) and the
 theory (about 10 s). Every preset that compares variants has at least 5 seeds per variant
-(StudySpec.check enforces it; the main comparison cells have 8, because with 5 vs 5 runs an
-exact permutation test cannot go below p = 0.008 and a Holm correction over many variants
-then separates nothing).
+(StudySpec.check enforces it). Paired on seeds, 5 seeds decide nothing: the exact sign-flip
+test cannot go below p = 2/32 = 0.0625; the compared cells have 8 (2/256 = 0.0078), enough
+for a family of up to 6 tests, and the on-policy and one-token controls keep 5, since they
+are checked bit for bit. Each preset declares its analysis plan (rl.studies.plan) below.
 """
 
 from __future__ import annotations
