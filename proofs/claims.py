@@ -14,14 +14,18 @@ fixed case). A claim whose check did not run in this report is ``open``, not bro
 note naming the check.
 
 ``measured`` comes only from the studies: a claim declared ``measured`` names the findings
-that answer it (:data:`MEASURED_BY`, finding ids of the studies' findings.json) under its
-``study: <name>`` evidence, and earns ``measured`` only where ``studies`` (ledger study name
--> ``{"findings": [entry, ...]}``, built by ``rl.studies.report.ledger_evidence``) supplies
-at least one of them; each entry keeps the finding's direction (:data:`FINDING_WORDS`:
-supported, refuted, not separated, ...), its p-values, effect size and figure. Without them
-the claim is ``open``, with a note naming the study that would settle it. A study never earns
-``proved``, ``refuted`` or ``conditional``: for claims declared so, findings are shown beside
-the verdict but do not change it. Theorems a measured claim cites must still pass.
+that answer it (:data:`MEASURED_BY`, finding ids of the studies' findings.json) and earns
+``measured`` only where ``studies`` (study name -> :class:`StudyFindings`, read from that
+study's findings.json by :meth:`StudyFindings.from_document`, which checks the schema version
+:data:`FINDINGS_FORMAT` and reads fixed fields, never prose) supplies at least one of them;
+each entry keeps the finding's verdict (better / worse / equivalent / inconclusive / ...),
+what it means for the claim (its *outcome*: supported, contradicted, no effect beyond the
+margin, inconclusive, ...), its Holm-adjusted p-values, its key effect and its figure. Without
+them the claim is ``open``, with a note naming the findings that would settle it. A study never
+earns ``proved``, ``refuted`` or ``conditional``: for claims declared so, findings are shown
+beside the verdict but do not change it. Theorems a measured claim cites must still pass.
+``cite: <reference>`` evidence records a published source (a repository file, a paper) that
+settles a literature claim; it backs ``refuted`` and ``conditional`` verdicts, never ``proved``.
 """
 
 from __future__ import annotations
@@ -33,23 +37,68 @@ from typing import Any
 
 from proofs.core import Status, TheoremResult
 
-__all__ = ["Claim", "CheckOutcome", "CLAIMS", "VERDICTS", "REQUIRED", "MEASURED_BY", "FINDING_WORDS", "resolve", "summary"]
+__all__ = ["Claim", "CheckOutcome", "CLAIMS", "VERDICTS", "REQUIRED", "MEASURED_BY", "FINDINGS_FORMAT", "OUTCOMES",
+           "MeasuredFinding", "StudyFindings", "resolve", "summary"]
 
 VERDICTS = ("proved", "refuted", "conditional", "measured", "open")
 #: evidence prefixes that are not theorem ids
-EVIDENCE_KINDS = ("study:", "check:")
-#: a finding's verdict (rl.studies.report.measured_claims) -> how the ledger words it. "refuted"
-#: here is a measured direction (the data went the other way), not the ledger verdict "refuted".
-FINDING_WORDS = {
-    "supported": "supported",
-    "refuted": "refuted",
-    "not separated": "not separated",
-    "mixed": "mixed: separated in both directions",
-    "identical": "identical: every mean gave the same result",
-    "measured": "descriptive, no test",
-}
-#: finding verdicts that mean "no data": such entries are ignored, as if absent.
-_NO_DATA = ("not measured",)
+EVIDENCE_KINDS = ("study:", "check:", "cite:")
+#: the schema of the studies' findings.json this ledger reads (rl.studies.findings writes it;
+#: proofs imports nothing of rl, so the tests hold the two spellings equal)
+FINDINGS_FORMAT = "hmpo-findings/2"
+#: what a finding's verdict means for its claim (rl.studies.findings.OUTCOMES)
+OUTCOMES = ("supported", "contradicted", "no effect beyond the margin", "inconclusive", "mixed", "identical",
+            "control failed", "descriptive")
+
+
+@dataclass(frozen=True)
+class MeasuredFinding:
+    """The part of one study finding the ledger shows: read from findings.json by fixed fields."""
+
+    id: str
+    study: str
+    claim: str
+    verdict: str
+    outcome: str
+    summary: str
+    figure: str | None
+    p_values: tuple[float, ...]   # Holm-adjusted p of the finding's primary tests, smallest first
+
+    @property
+    def direction(self) -> str:
+        """The outcome, with the verdict where it adds to it ("contradicted: worse")."""
+        return self.outcome if self.outcome == self.verdict or self.outcome == "descriptive" else \
+            f"{self.outcome}: {self.verdict}"
+
+
+@dataclass(frozen=True)
+class StudyFindings:
+    """One study's findings as the ledger reads them, and the reports folder its figures are under."""
+
+    study: str
+    findings: tuple[MeasuredFinding, ...]
+    reports_dir: str | None = None
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, Any], reports_dir: str | None = None) -> StudyFindings:
+        """Read a findings.json document; ValueError for another schema or a missing field."""
+        if not isinstance(doc, Mapping) or doc.get("format") != FINDINGS_FORMAT:
+            got = doc.get("format") if isinstance(doc, Mapping) else type(doc).__name__
+            raise ValueError(f"study findings: expected format {FINDINGS_FORMAT!r}, got {got!r}")
+        try:
+            study = str(doc["study"])
+            out = []
+            for f in doc["findings"]:
+                if f["outcome"] not in OUTCOMES:
+                    raise ValueError(f"study {study!r}: finding {f['id']!r} has outcome {f['outcome']!r}; one of {OUTCOMES}")
+                ps = sorted(float(t["p_adjusted"]) for t in f["tests"]
+                            if t["role"] == "primary" and isinstance(t["p_adjusted"], (int, float)))
+                out.append(MeasuredFinding(id=str(f["id"]), study=study, claim=str(f["claim"]), verdict=str(f["verdict"]),
+                                           outcome=str(f["outcome"]), summary=str(f["summary"]), figure=f["figure"],
+                                           p_values=tuple(ps)))
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"study findings: a finding lacks the field {exc}") from exc
+        return cls(study, tuple(out), reports_dir)
 
 
 @dataclass(frozen=True)
@@ -70,6 +119,9 @@ class Claim:
 
     def checks(self) -> list[str]:
         return self._of("check:")
+
+    def citations(self) -> list[str]:
+        return self._of("cite:")
 
     def _of(self, kind: str) -> list[str]:
         return [e.split(":", 1)[1].strip() for e in self.evidence if e.startswith(kind)]
@@ -96,21 +148,29 @@ def _ledger(seed: str, document: str, rows: list[Row]) -> list[Claim]:
 
 
 _STABLE_UNEQUAL = ("arithmetic-less-stable-than-gspo", "grpo-token-less-stable-than-gspo")
-#: claim id -> the findings (ids of rl.studies.report.measured_claims, under the claim's
-#: ``study:`` evidence) that measure it. Every finding states its claim in the same direction
-#: as the ledger's claim, so its verdict reads unchanged.
+_FAST_ARITHMETIC = ("arithmetic-sample-efficiency-vs-gspo",)
+#: claim id -> the findings (ids in the studies' findings.json, declared by the study specs of
+#: rl.studies.presets) that measure it. Each finding states its claim in the ledger claim's
+#: direction, so its outcome (supported, contradicted, ...) reads unchanged.
 MEASURED_BY: dict[str, tuple[str, ...]] = {
     "C000-04": _STABLE_UNEQUAL,
     "C000-06": _STABLE_UNEQUAL,
+    "C000-11": ("monotone-in-p",),
     "C000-15": ("hmpo-more-stable-than-gspo",),
     "C000-16": ("hmpo-sample-efficiency-vs-gspo",),
     "C000-17": ("off-policy-degree-effect", "policy-lag-effect"),
-    "C000-19": ("adaptive-mean-vs-gspo",),
+    "C000-19": ("adaptive-vs-gspo",),
     "C000-24": ("learnable-p-vs-gspo", "learnable-p-where-it-goes"),
     "C000-26": ("multiscale-vs-gspo",),
     "C000-35": ("sequence-length-effect",),
+    "C000-41": _FAST_ARITHMETIC,
+    "C000-42": ("reward-noise-robustness",),
+    "C000-43": ("hmpo-robust-to-staleness",),
+    "C001-09": ("gspo-interior-optimum",),
     "C001-12": ("cost-of-the-means",),
     "C002-06": (*_STABLE_UNEQUAL, "hmpo-more-stable-than-gspo"),
+    "C002-11": ("learnable-p-where-it-goes", "learnable-p-vs-gspo"),
+    "C002-16": _FAST_ARITHMETIC,
 }
 
 
@@ -128,12 +188,13 @@ SEED_000: list[Row] = [
     (4, "Unequal token weights cause GRPO's instability", "The Mean Hierarchy / 1. GRPO (problem)", "measured",
      ("study: stability",),
      "A causal claim. Measured: are p = 1 (token weights r_t/T) and token-level GRPO less stable than GSPO (equal "
-     "weights), by spread of the final reward across seeds and collapsed runs? A difference would not by itself show the cause."),
+     "weights): the largest drawdown of the objective below its running best, paired on seeds, margin declared; "
+     "a difference would not by itself show the cause."),
     (5, "GSPO weights every token equally", "The Mean Hierarchy / 2. GSPO (benefit)", "proved",
      ("T9-seq-gradient",), "At p = 0 the sensitivities are w_t = 1/T whatever the ratios (T9)."),
     (6, "Equal token weighting stabilises training (GSPO)", "The Mean Hierarchy / 2. GSPO (benefit)", "measured",
      ("study: stability",),
-     "Measured as the converse of C000-04: GSPO against p = 1 and token-level GRPO, spread across seeds and collapses."),
+     "Measured as the converse of C000-04: GSPO against p = 1 and token-level GRPO, by drawdown (paired on seeds)."),
     (7, "The harmonic ratio is |y| / sum_t (pi_old/pi)", "The Mean Hierarchy / 3. Missing: Harmonic", "proved",
      ("T5-homogeneity-duality",), "H = 1/A(1/r) by duality (T5): the formula is M_{-1}."),
     (8, "The harmonic mean is dominated by the smallest ratios", "The Mean Hierarchy / 3. Properties", "proved",
@@ -147,9 +208,10 @@ SEED_000: list[Row] = [
      "Key Mathematical Insight", "proved", ("T6-pair-iteration",),
      "For two numbers a, b: the limit is sqrt(ab), quadratically (T6)."),
     (11, "Arithmetic, geometric and harmonic means form a natural progression for optimization algorithms",
-     "Key Mathematical Insight", "open", ("T2-monotone", "study: mean-sweep"),
-     "The ordering H <= G <= A (M_p increasing in p) is proved (T2); that it is a 'natural progression for optimization' "
-     "is a hypothesis for the p-sweep study."),
+     "Key Mathematical Insight", "measured", ("T2-monotone", "study: mean-sweep"),
+     "The ordering H <= G <= A (M_p increasing in p) is proved (T2). Measured as a p-sweep: does the endpoint change "
+     "monotonically with p (Page's trend test on the per-seed values, the change across the sweep against a declared "
+     "margin)?"),
     (12, "harmonic_importance_ratio (exp, 1/ratios, len/sum) computes the harmonic sequence ratio",
      "1. HMPO / code", "conditional", ("T11-breakdown", "T9-seq-gradient"),
      "Right for one unpadded sequence of moderate log-ratios. With padding, len() counts pad tokens and exp(NaN) leaks; "
@@ -160,18 +222,24 @@ SEED_000: list[Row] = [
     (14, "HMPO is less sensitive to extreme outliers than the arithmetic mean", "1. HMPO / Properties",
      "conditional", ("T11-breakdown",), "For large outliers yes (bounded); for vanishing ratios it is more sensitive (-> 0)."),
     (15, "HMPO is more stable than GSPO", "1. HMPO / Properties", "measured", ("study: stability",),
-     "Same tasks, seeds and off-policy degree for p = -1 and p = 0: spread of the final reward across seeds "
-     "(Brown-Forsythe) and collapsed runs (Fisher exact), Holm-corrected."),
+     "p = -1 vs p = 0 on common seeds: the largest drawdown of the objective (a collapse = a drawdown past a declared "
+     "size that sampling noise does not reach), with a margin, Holm over the conditions tested."),
     (16, "HMPO has better sample efficiency than GSPO (question)", "1. HMPO / Research Questions", "measured",
-     ("study: sample-efficiency",), "Steps to a reward threshold and mean reward over training (AUC), p = -1 vs p = 0."),
+     ("study: sample-efficiency",),
+     "p = -1 vs p = 0, paired on seeds: samples to a fixed threshold of the exact objective (margin 5% of GSPO's) and "
+     "mean reward over training (margin 0.01), in the conditions the study isolates it (off-policy; stale behaviour "
+     "policy); Holm over those tests; better/worse only beyond the margin, equivalent by TOST."),
     (17, "The mean matters for distribution shift / off-policy corrections", "1. HMPO / Research Questions",
      "measured", ("T10-on-policy", "study: off-policy-degree"),
-     "On-policy every p gives the same gradient (T10), so any difference is an off-policy effect. Measured: does the "
-     "p = -1 minus p = 0 gap change with the off-policy degree (epochs x minibatches) and with the policy lag?"),
+     "On-policy every p gives the same gradient (T10; the on-policy control is identical bit for bit), so any "
+     "difference is an off-policy effect. Measured: does the per-seed gap p = -1 minus p = 0 change, by more than the "
+     "margin, from 1x1 to 4x4 epochs x minibatches (which also multiplies the optimizer updates 16-fold: confounded) "
+     "and from policy lag 0 to 2?"),
     (18, "HMPO has convergence guarantees (question)", "1. HMPO / Research Questions", "open", (),
      "No guarantee is derived here."),
     (19, "Adaptive mean selection by a stability metric helps training", "2. Adaptive Mean Selection", "measured",
-     ("study: adaptive-mean",), "Final reward of the adaptive mean (rl.losses mean='adaptive') against GSPO."),
+     ("study: adaptive-mean",),
+     "Mean reward over training and final reward of the adaptive mean (rl.losses mean='adaptive') against GSPO."),
     (20, "The recursive mean iteration on ratios (RMI-PO) converges to the geometric mean",
      "3. Recursive Mean Iterations", "refuted", ("T7R-rmi-not-geometric", "T7-ah-from-AH"),
      "For n > 2 it converges to sqrt(A H), equal to G iff sum sinh(log r - mean log r) = 0; (1, 1, 4): 1.63299 vs 1.58740."),
@@ -185,15 +253,15 @@ SEED_000: list[Row] = [
      "dJ/dp = A s KL/p^2 (0 where clipped), finite at p = 0; on-policy p gets no gradient (T13)."),
     (24, "Learning or scheduling p improves convergence", "4. Generalized Power Mean", "measured",
      ("study: learnable-p",),
-     "T13 predicts the drift (sign of A, clip boundaries). Measured: final reward of a learnable p (started at 0) against "
-     "fixed p = 0, and where p went. Scheduling p is not measured."),
+     "T13 predicts the drift (sign of A, clip boundaries). Measured: mean and final reward of a learnable p (started at "
+     "0) against fixed p = 0, and where p went. Scheduling p is not measured."),
     (25, "Different p for different sequence positions helps", "4. Generalized Power Mean", "open", (),
      "No study varies p by position: the multi-scale variant (C000-26) uses one exponent within chunks and another "
      "across them, which is not this claim."),
     (26, "Multi-scale means (token harmonic, phrase geometric, sequence arithmetic) help", "5. Multi-Scale",
      "measured", ("study: multiscale",),
      "Measured for the two-scale variant only (harmonic within chunks of 2 tokens, geometric across chunks; "
-     "rl.losses mean='multiscale'), final reward against GSPO; the three-scale version is not measured."),
+     "rl.losses mean='multiscale'), mean and final reward against GSPO; the three-scale version is not measured."),
     (27, "The arithmetic mean maximises expected reward", "6. Information Theory", "conditional",
      ("T10-on-policy",),
      "The token-level arithmetic surrogate is the importance-sampling estimate of the expected advantage; but on-policy every "
@@ -202,13 +270,18 @@ SEED_000: list[Row] = [
      ("study: entropy",), "No formal content to prove; the entropy curves of the study can speak to it."),
     (29, "The harmonic mean minimises worst-case regret", "6. Information Theory", "open", ("T1-limits",),
      "No theorem: the worst case (minimum) is p = -inf (T1), not p = -1; no regret bound is derived."),
-    (30, "The harmonic mean is naturally risk-averse", "7. Risk-Averse RL", "proved", ("T14-risk",),
-     "M_{-1} is the certainty equivalent of CRRA utility with relative risk aversion 2 (T14)."),
+    (30, "The harmonic mean is naturally risk-averse", "7. Risk-Averse RL", "conditional", ("T14-risk",),
+     "True if the importance ratios are read as payoffs: M_{-1} is the certainty equivalent of CRRA utility with "
+     "relative risk aversion 2 (T14). The ratios are likelihood ratios, not payoffs or wealth, so this is a "
+     "reinterpretation, not a property of the policy update."),
     (31, "Harmonic means suit safety-critical generation / conservative fine-tuning", "7. Risk-Averse RL",
      "open", (), "Application claim; nothing here measures safety (the stability study, C000-15, does not)."),
     (32, "How clipping should work with harmonic means (question)", "Specific Technical Questions / 1",
-     "proved", ("T12-clipping",),
-     "The same [1-eps, 1+eps] clip bites at a p-dependent place: window shifted by -p Var/2 in mean log-ratio (T12)."),
+     "open", ("T12-clipping",),
+     "A design question. T12 says only where a plain [1-eps, 1+eps] window bites: shifted by -p Var/2 in mean log-ratio "
+     "(the studies' clip-side finding measures that shift); how the window should be set for p < 0 is not answered "
+     "here (the bias-corrected centre, clip_center, is an option; the training-regime issue compares windows "
+     "calibrated per p to an equal clip fraction)."),
     (33, "Harmonic means are numerically unstable with near-zero ratios", "Specific Technical Questions / 2",
      "conditional", ("T11-breakdown",),
      "The value is exact in log space down to ratios of e^-700 (T11 check); the instability is of the objective: the vanishing "
@@ -217,8 +290,8 @@ SEED_000: list[Row] = [
      ("T9-seq-gradient",), "Token t is weighted by s softmax(p log r)_t (T9)."),
     (35, "Sequence length changes the relative performance of the means", "Specific Technical Questions / 4",
      "measured", ("T12-clipping", "study: sequence-length"),
-     "Theory: the means separate through Var(log r) (T4, T12). Measured: does the p = -1 minus p = 0 gap change "
-     "with the answer length, other factors fixed?"),
+     "Theory: the means separate through Var(log r) (T4, T12). Measured: does the per-seed gap p = -1 minus p = 0 "
+     "change with the answer length (shortest to longest, and Page's trend test), other factors fixed?"),
     (36, "Preferences between means change with model size (1B vs 70B)", "Specific Technical Questions / 5",
      "open", (), "Not measurable on this project's machines (tiny models only)."),
     (37, "The AGM iteration is the relevant classical algorithm", "Broader Research Connections / 1",
@@ -230,6 +303,27 @@ SEED_000: list[Row] = [
      "conditional", ("T11-breakdown",), "Bounded under large outliers only; one vanishing value breaks it down (T11)."),
     (40, "Different means as ensemble voters / Pareto-optimal combinations", "Broader Research Connections / 2, 4",
      "open", ("study: mean-sweep",), "Programme item."),
+    (41, "The arithmetic mean makes fast progress (the adaptive rule's choice when training is stable)",
+     "2. Adaptive Mean Selection (code comment)", "measured", ("study: sample-efficiency",),
+     "p = 1 vs p = 0: samples to a fixed threshold and mean reward over training, paired on seeds, with margins."),
+    (42, "The harmonic mean suits noisy reward signals (robust statistics)", "Broader Research Connections / 3",
+     "measured", ("study: reward-noise",),
+     "Measured: does Gaussian reward noise (sd 0.5) cost p = -1 less than p = 0, i.e. does the per-seed gap p = -1 "
+     "minus p = 0 in mean reward over training rise with the noise by more than the margin?"),
+    (43, "The means differ in robustness under distribution shift (HMPO the most robust)", "Metrics to Track / 4",
+     "measured", ("study: off-policy-degree",),
+     "Measured with one shift, a stale behaviour policy (lag 2): does it cost p = -1 less than p = 0? The "
+     "training-inference mismatch and staleness studies of the training-regime issue (13) measure more shifts."),
+    (44, "The means affect optimization landscapes and convergence rates", "Broader Research Connections / 1",
+     "open", (),
+     "Open here: the exact estimator study (gradient cosine, bias and variance of each mean against the exact policy "
+     "gradient, the estimator issue) and the training-regime studies (issue 13) answer it; the bandit p-sweep "
+     "(monotone-in-p) measures convergence speed in one saturating regime only."),
+    (45, "Which mean works best depends on the type of task", "Open Research Questions / 2",
+     "open", (),
+     "Open here: the training-regime issue (13) varies the reward structure (count, all-or-nothing, longest prefix), "
+     "which decides whose bias hurts (for a factorized policy and the additive count reward p = 1 is exactly unbiased "
+     "in direction); the committed studies have one task each."),
 ]
 
 SEED_001: list[Row] = [
@@ -255,7 +349,9 @@ SEED_001: list[Row] = [
      "It converges to sqrt(a0 h0) (T6); that is the geometric mean of the ratios only if a0, h0 are A and H of log-symmetric "
      "ratios (T7)."),
     (9, "GSPO's effectiveness may come from being the balance point between arithmetic and harmonic", "Key Insight",
-     "open", ("study: mean-sweep",), "Hypothesis for the p-sweep study."),
+     "measured", ("study: mean-sweep",),
+     "Measured as a p-sweep: is p = 0 an interior optimum (better than both neighbouring p by more than the margin, "
+     "an intersection-union of two one-sided paired tests), or does the endpoint change monotonically with p?"),
     (10, "The MuonClip (QK-clip) wrapper stabilises attention QK scores", "Using MuonClip", "conditional",
      ("check: muonclip-qk-cap",),
      "It caps them: rl.optim.MuonClip rescales W_q, W_k per head after each step, and the check muonclip-qk-cap (run by "
@@ -288,8 +384,8 @@ SEED_002: list[Row] = [
      "Not monotone in p and H = 11.67 > G = 1.009; see the violations listed by S1."),
     (6, "GRPO is aggressive and unstable, GSPO balanced and stable, HMPO conservative and robust",
      "Mean Hierarchy Confirmed", "measured", ("T2-monotone", "study: stability"),
-     "The ordering of the ratios (M_p increasing in p) is proved (T2). Measured: spread across seeds and collapses of "
-     "p = 1, token-level GRPO and p = -1, each against GSPO."),
+     "The ordering of the ratios (M_p increasing in p) is proved (T2). Measured: drawdowns of p = 1, token-level GRPO "
+     "and p = -1, each against GSPO, paired on seeds."),
     (7, "AGM connection proven: iterating arithmetic <-> harmonic converges to sqrt(a0 h0) = geometric mean",
      "AGM Algorithm Connection Proven", "conditional", ("T6-pair-iteration", "T7R-rmi-not-geometric"),
      "sqrt(a0 h0) yes (T6); '= geometric mean' of the ratios only for log-symmetric inputs (T7R)."),
@@ -302,16 +398,26 @@ SEED_002: list[Row] = [
      "p = 0 is Kelly (log utility) indeed, but risk aversion is 1 - p: every p < 1 is risk-averse, only p > 1 risk-seeking."),
     (10, "Free Energy Principle integration validates advantage conservation", "Key Features", "open", (),
      "No definition is given; nothing to verify."),
-    (11, "Learnable power parameter enables adaptive mean selection during training", "Key Features", "proved",
-     ("T13-learnable-p",), "The gradient in p exists and is derived (T13); whether it helps is C000-24."),
+    (11, "Learnable power parameter enables adaptive mean selection during training", "Key Features", "measured",
+     ("T13-learnable-p", "study: learnable-p"),
+     "T13 derives p's gradient, A s KL / p^2: a drift produced by the surrogate, not a selection by the task. Measured: "
+     "where a learnable p goes (about -1.6 in the bandit, whatever the condition) and whether it beats fixed p = 0."),
     (12, "Mathematically sound; AGM convergence verified", "Conclusion", "refuted", ("S1-seed002-table", "T7R-rmi-not-geometric"),
      "Its table contradicts H <= G; its AGM conclusion holds only for log-symmetric inputs."),
     (13, "Power mean unification working (implementation)", "Power Mean Unification Working", "refuted",
      ("S1-seed002-table",), "The implementation's printed output is impossible for any power mean."),
     (14, "Ready for production and for safety-critical domains (medical, legal, finance)", "Ready for Production",
      "open", (), "Nothing in the seeds or here supports it; outside the project's scope."),
-    (15, "First-ever HMPO implementation; only known harmonic-mean RL algorithm", "Key Innovations", "open", (),
-     "A literature claim, not checkable here."),
+    (15, "First-ever HMPO implementation; only known harmonic-mean RL algorithm", "Key Innovations", "refuted",
+     ("cite: github.com/callsys/GMPO train_zero_math_hmpo.py (commit 4498795)",
+      "cite: arXiv:2605.12058 (HolderPO); github.com/YihangChen9/HolderPO scripts/qwen2.5-math-7b-holder.sh"),
+     "Settled by citation: GMPO's repository ships train_zero_math_hmpo.py, whose loss (critic_type_modify = 'hmpo') is "
+     "the harmonic mean of clipped token ratios, mask.sum() / (1 / ratio)[mask].sum(); Hoelder Policy Optimisation "
+     "(arXiv:2605.12058, May 2026) aggregates token probabilities by the Hoelder (power) mean M_p and anneals p during "
+     "training, its launcher from 2 down to -2 (HOLDER_P_MIN=-2.0, schedule linear_dec), so through the harmonic mean."),
+    (16, "GRPO (arithmetic) is best for exploration and fast learning", "Related Work Context (table)", "measured",
+     ("study: sample-efficiency",),
+     "Fast learning measured as for C000-41 (p = 1 vs p = 0); exploration is not measured."),
 ]
 
 CLAIMS: list[Claim] = [*_ledger("000", "research notes", SEED_000), *_ledger("001", "README", SEED_001),
@@ -346,37 +452,33 @@ def _fits(verdict: str, res: TheoremResult) -> bool:
     return res.status in (Status.PROVED, Status.PROVED_N, Status.REFUTED, Status.NUMERIC)
 
 
-def _study_entries(c: Claim, studies: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The findings supplied for ``c`` (its MEASURED_BY ids under its study names), checked."""
+def _study_entries(c: Claim, studies: Mapping[str, StudyFindings]) -> list[dict[str, Any]]:
+    """The findings supplied for ``c`` (its MEASURED_BY ids, from any study), in MEASURED_BY order."""
     out = []
-    for name in c.studies():
-        ev = studies.get(name)
-        if ev is None:
-            continue
-        if not isinstance(ev, Mapping) or not isinstance(ev.get("findings", []), list):
-            raise ValueError(f"study evidence {name!r}: expected a mapping with a 'findings' list, got {ev!r}")
-        for e in ev.get("findings", []):
-            if not isinstance(e, Mapping) or "id" not in e or "verdict" not in e:
-                raise ValueError(f"study evidence {name!r}: each finding needs 'id' and 'verdict', got {e!r}")
-            if e["id"] not in c.findings or e["verdict"] in _NO_DATA:
-                continue
-            if e["verdict"] not in FINDING_WORDS:
-                # "proved" in particular: a study measures, it never proves
-                raise ValueError(f"study evidence {name!r}: finding {e['id']!r} has verdict {e['verdict']!r}; a "
-                                 f"finding's verdict is one of {sorted(FINDING_WORDS)} (or {_NO_DATA[0]!r})")
-            out.append({"ledger_study": name, "id": e["id"], "study": e.get("study", name),
-                        "verdict": e["verdict"], "direction": FINDING_WORDS[e["verdict"]],
-                        "claim": e.get("claim"), "figure": e.get("figure"), "link": e.get("link") or e.get("figure"),
-                        "p_values": list(e.get("p_values") or []), "effect": e.get("effect"),
-                        "summary": e.get("summary", ""), "reports_dir": ev.get("reports_dir")})
+    for name, ev in studies.items():
+        if not isinstance(ev, StudyFindings):
+            raise ValueError(f"study evidence {name!r}: expected StudyFindings (read from findings.json), got "
+                             f"{type(ev).__name__}")
+    for fid in c.findings:
+        for name, ev in studies.items():
+            for f in ev.findings:
+                if f.id != fid:
+                    continue
+                link = f"{f.study}/{f.figure}" if f.figure else f"{f.study}/README.md"
+                out.append({"ledger_study": (c.studies() or [name])[0], "id": f.id, "study": f.study,
+                            "verdict": f.verdict, "outcome": f.outcome, "direction": f.direction, "claim": f.claim,
+                            "figure": f"{f.study}/{f.figure}" if f.figure else None, "link": link,
+                            "p_values": list(f.p_values), "effect": f.summary, "summary": f.summary,
+                            "reports_dir": ev.reports_dir})
     return out
 
 
 def _direction(entries: list[dict[str, Any]]) -> str:
-    """'not separated (bandit, tiny-lm); refuted (bandit)': each finding's direction with its studies."""
+    """'contradicted: worse (bandit); no effect beyond the margin: equivalent (tiny-lm)': each finding's
+    direction with its studies."""
     by: dict[str, list[str]] = {}
     for e in entries:
-        studies = by.setdefault(e["direction"], [])
+        studies = by.setdefault(f"{e['id']}: {e['direction']}" if len({x['id'] for x in entries}) > 1 else e["direction"], [])
         if e["study"] not in studies:
             studies.append(e["study"])
     return "; ".join(f"{d} ({', '.join(s)})" for d, s in by.items())
@@ -386,9 +488,8 @@ def resolve(results: Iterable[TheoremResult], studies: Mapping[str, Any] | None 
             claims: list[Claim] = CLAIMS, checks: Mapping[str, CheckOutcome] | None = None) -> list[dict[str, Any]]:
     """Each claim with the verdict it earned in this run (see module docstring).
 
+    ``studies``: study name -> :class:`StudyFindings` (ValueError for anything else).
     ``checks`` maps check names to their outcomes in this run (``proofs.runner.run_checks``).
-    Raises ValueError for malformed study evidence or a finding verdict outside
-    :data:`FINDING_WORDS` (a study cannot say "proved").
     """
     by_id = {r.theorem.id: r for r in results}
     studies = studies or {}
@@ -406,7 +507,8 @@ def resolve(results: Iterable[TheoremResult], studies: Mapping[str, Any] | None 
                     broken.append(tid)
             broken += [f"check: {k}" for k in c.checks() if k in checks and not checks[k].passed]
             missing = [k for k in c.checks() if k not in checks]
-            backed = bool(c.theorem_ids()) or (c.verdict != "proved" and bool(c.checks()))
+            # a citation is recorded evidence (no run needed); neither a check nor a citation proves
+            backed = bool(c.theorem_ids()) or (c.verdict != "proved" and bool(c.checks() or c.citations()))
             if broken or missing or not backed:
                 verdict = "open"
             if missing and not broken:
@@ -418,11 +520,10 @@ def resolve(results: Iterable[TheoremResult], studies: Mapping[str, Any] | None 
             if broken or not entries:
                 verdict = "open"
             if not entries:
-                ran = [s for s in c.studies() if s in studies]
                 pending = (f"Open in this report: would be settled by the study findings {', '.join(c.findings)} "
                            f"(ledger study {', '.join(c.studies())}; `hmpo report` runs the studies), " + (
-                               "which did not run for this report." if not ran else
-                               "which ran but produced none of those findings."))
+                               "which did not run for this report." if not studies else
+                               "which the studies that ran did not produce."))
         out.append({
             "id": c.id,
             "claim": c.claim,

@@ -5,17 +5,15 @@
 1. the default study (rl.studies.presets.DEFAULT_STUDIES), each preset into
    ``<study-dir>/<name>``, skipping runs already finished there;
 2. one report folder per study, ``<out>/<name>/`` (README.md, figures, CSV, findings.json);
-3. the theory: ``proofs.run_all(studies=...)`` (given the studies' measured evidence for the
-   claims ledger) then ``proofs.write_reports(results, out)`` (theory.md, claims.md); skipped
-   with a message when the proofs package does not offer them;
+3. the theory: ``proofs.run_all(studies=..., checks=rl.ledger_checks.CHECKS)`` (given each study's findings.json, read by the
+   ledger as proofs.claims.StudyFindings) then ``proofs.write_reports(results, out)``
+   (theory.md, claims.md);
 4. ``<out>/README.md`` linking everything. Prints where it wrote.
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
-import json
 import sys
 import time
 from pathlib import Path
@@ -39,46 +37,29 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-run", action="store_true",
                         help="report only the runs that exist; start no new runs")
     parser.add_argument("--fresh", action="store_true",
-                        help="rerun every study from scratch (deletes their earlier results in --study-dir; resume "
-                             "matches runs by config, not by code version)")
+                        help="rerun every study from scratch (deletes their earlier results in --study-dir; without "
+                             "it, results of another code version are rerun anyway)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def _theory(out: Path, studies: dict[str, Any] | None) -> dict[str, Any]:
-    """Run the proofs API if it exists (passing the studies' measured evidence to the claims
-    ledger when run_all accepts it); a summary dict. Never raises for a missing API."""
-    try:
-        import proofs
-    except ImportError as exc:
-        return {"ran": False, "summary": f"skipped: proofs package not importable ({exc})"}
-    run_all = getattr(proofs, "run_all", None)
-    write = getattr(proofs, "write_reports", None)
-    if not callable(run_all) or not callable(write):
-        return {"ran": False, "summary": "skipped: proofs.run_all / proofs.write_reports not available yet"}
+def _theory(out: Path, studies: dict[str, Any]) -> dict[str, Any]:
+    """Derive and check every theorem, resolve the claims ledger with the studies' findings, write
+    theory.md and claims.md; a summary dict."""
+    import proofs
+    from rl.ledger_checks import CHECKS
+
     t0 = time.perf_counter()
-    try:
-        accepts = "studies" in inspect.signature(run_all).parameters
-    except (TypeError, ValueError):
-        accepts = False
-    results = run_all(studies=studies) if accepts and studies else run_all()
-    write(results, out)
-    if hasattr(results, "failures"):
-        fails = list(results.failures())
-        n = len(getattr(results, "theorems", []) or [])
-    else:
-        items = list(results.values()) if isinstance(results, dict) else list(results)
-        fails = [r for r in items if (r.get("passed") if isinstance(r, dict) else getattr(r, "passed", True)) is False]
-        n = len(items)
+    results = proofs.run_all(studies=studies, checks=CHECKS)
+    proofs.write_reports(results, str(out))
+    fails = results.failures()
+    measured = sum(c["verdict"] == "measured" for c in results.ledger)
+    waiting = sum(c["verdict"] == "open" and c["declared"] == "measured" for c in results.ledger)
     dt = time.perf_counter() - t0
-    summary = f"{n} theorems derived and checked, {len(fails)} failures ({dt:.0f} s)"
-    ledger = getattr(results, "ledger", None)
-    if ledger:
-        measured = sum(c.get("verdict") == "measured" for c in ledger)
-        waiting = sum(c.get("verdict") == "open" and c.get("declared") == "measured" for c in ledger)
-        summary += f"; claims ledger: {measured} measured by the studies, {waiting} waiting for a study"
+    summary = (f"{len(results.theorems)} theorems derived and checked, {len(fails)} failures ({dt:.0f} s); claims "
+               f"ledger: {measured} measured by the studies, {waiting} waiting for a study")
     if fails:
-        summary += ": " + "; ".join(str(f) for f in fails[:5])
-    return {"ran": True, "failed": len(fails), "n": n, "seconds": dt, "summary": summary}
+        summary += ": " + "; ".join(fails[:5])
+    return {"ran": True, "failed": len(fails), "summary": summary}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     status = 0
 
-    infos: dict[str, dict[str, Any]] = {}
+    reported: list[str] = []
     for name in args.studies or DEFAULT_STUDIES:
         try:
             spec = load_spec(name)
@@ -113,43 +94,42 @@ def run(args: argparse.Namespace) -> int:
                 print(f"hmpo report: study {spec.name}: {exc}", file=sys.stderr)
                 return 2
             print(f"study {spec.name}: {res.ran} ran, {res.skipped} reused, {res.failed} failed, {res.wall_s:.0f} s")
+            if res.stale:
+                print(f"study {spec.name}: reran {len(res.stale)} stale results (made by another code version than "
+                      f"{res.code_version}): {', '.join(res.stale)}")
             if res.interrupted:
                 print("interrupted: rerun `hmpo report` to resume", file=sys.stderr)
                 return 130
             if res.failed:
                 status = 1
         try:
-            info = write_study_report(sdir, out / spec.name,
+            info = write_study_report(sdir, out / spec.name, spec=spec,
                                       command=f"hmpo study {name} --out {sdir} --report {out / spec.name}")
         except ValueError as exc:
             print(f"hmpo report: study {spec.name}: {exc}", file=sys.stderr)
             status = 1
             continue
-        infos[spec.name] = info
-        print(f"study {spec.name}: report {info['readme']}")
-        for c in info["claims"]:
-            if c.get("verdict") not in ("measured",):
-                print(f"  {c['id']}: {c['verdict']}")
+        reported.append(spec.name)
+        print(f"study {spec.name}: report {info.readme}")
+        for f in info.findings:
+            print(f"  {f.id}: {f.verdict} ({f.outcome})")
     # the theory last, so that the claims ledger it writes can cite the studies just reported
-    from rl.studies.report import ledger_evidence
-
-    findings = {}
-    for name in infos:
-        try:
-            findings[name] = json.loads((out / name / "findings.json").read_text())
-        except (OSError, ValueError):
-            pass
     if args.skip_theory:
         theory = {"ran": False, "summary": "skipped (--skip-theory)"}
     else:
+        from proofs.claims import StudyFindings
+        from rl.studies.report import findings_of
+
         print("theory: deriving and checking every theorem, resolving the claims ledger ...")
         try:
-            theory = _theory(out, ledger_evidence(findings, out))
+            evidence = {name: StudyFindings.from_document(doc, str(out))
+                        for name, doc in findings_of(out, reported).items()}
+            theory = _theory(out, evidence)
         except ValueError as exc:  # malformed study evidence: the ledger refuses it rather than guess
             theory = {"ran": False, "failed": 1, "summary": f"failed: {exc}"}
         if theory.get("failed"):
             status = 1
     print(f"theory: {theory['summary']}")
-    index = write_index(out, infos, theory)
+    index = write_index(out, theory["summary"])
     print(f"reports written to {out}/ (index {index}) in {time.perf_counter() - t0:.0f} s")
     return status

@@ -3,8 +3,10 @@
     hmpo study SPEC_OR_PRESET --out DIR [--executor local|ray|inline] [--address ADDR] [--workers N]
 
 Each run writes one results file (DIR/runs/<run_id>.json) atomically; rerunning the same
-command skips finished runs, so an interrupted study resumes where it stopped. ``--report
-REPORT_DIR`` writes the study's report when the runs are done.
+command skips finished runs of the same code version, so an interrupted study resumes where it
+stopped, and results made by another code version are rerun (and named). The study's report
+is written into DIR/report when the runs are done (``--report REPORT_DIR`` elsewhere,
+``--no-report`` not at all).
 """
 
 from __future__ import annotations
@@ -31,17 +33,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-runs", type=int, default=None, help="start at most this many runs, then stop")
     parser.add_argument("--run-fn", default=None, metavar="MODULE:FUNCTION",
                         help="run function instead of the trainer (e.g. rl.studies.synthetic:run for a dry run)")
-    parser.add_argument("--report", default=None, metavar="DIR", help="write the study report into DIR afterwards")
+    parser.add_argument("--report", default=None, metavar="DIR",
+                        help="write the study report into DIR (default: the study directory's report/)")
+    parser.add_argument("--no-report", action="store_true", help="write no report")
     parser.add_argument("--list", action="store_true", help="list the planned runs and which are done; run nothing")
     parser.add_argument("--fresh", action="store_true",
-                        help="delete the study directory's earlier results first (after code changes: resume "
-                             "matches runs by config, not by code version)")
+                        help="delete the study directory's earlier results first (results of another code version "
+                             "are rerun without it)")
     parser.add_argument("--keep-work", action="store_true", help="keep each run's trainer folder (checkpoints)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    from rl.studies.runner import load_results, run_study
+    from rl.studies.runner import code_version, load_results, run_study
     from rl.studies.spec import load_spec
 
     try:
@@ -53,12 +57,18 @@ def run(args: argparse.Namespace) -> int:
     runs = spec.runs()
     if args.list:
         done = load_results(out)
+        try:
+            version = code_version(args.run_fn or spec.run_fn or "rl.studies.training:run")
+        except ValueError as exc:
+            print(f"hmpo study: {exc}", file=sys.stderr)
+            return 2
         for r in runs:
             rec = done.get(r.run_id)
-            state = "done" if rec and rec.get("config_hash") == r.config_hash and rec.get("status") != "failed" \
-                else ("failed" if rec and rec.get("status") == "failed" else "todo")
+            ok = rec is not None and rec.get("config_hash") == r.config_hash and rec.get("status") != "failed"
+            state = ("done" if rec.get("code_version") == version else "stale") if ok else (
+                "failed" if rec and rec.get("status") == "failed" else "todo")
             print(f"{state:6s} {r.run_id:28s} {r.cell_label}")
-        print(f"{len(runs)} runs planned in {out}")
+        print(f"{len(runs)} runs planned in {out} (code version {version})")
         return 0
     if args.fresh and out.exists():
         import shutil
@@ -78,12 +88,20 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(f"{res.ran} runs done now, {res.skipped} already done, {res.failed} failed; "
           f"{res.wall_s:.1f} s; results in {out / 'runs'}")
+    if res.stale:
+        print(f"reran {len(res.stale)} stale results (made by another code version than {res.code_version}): "
+              + ", ".join(res.stale))
     if res.interrupted:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
         return 130
-    if args.report:
+    if not args.no_report:
         from rl.studies.report import write_study_report
 
-        info = write_study_report(out, args.report, command=f"hmpo study {args.spec} --out {out}")
-        print(f"report: {info['readme']}")
+        try:
+            info = write_study_report(out, args.report or out / "report", spec=spec,
+                                      command=f"hmpo study {args.spec} --out {out}")
+        except ValueError as exc:
+            print(f"hmpo study: no report: {exc}", file=sys.stderr)
+            return 1
+        print(f"report: {info.readme}")
     return 0 if res.failed == 0 else 1

@@ -9,8 +9,10 @@ Layout of a study directory::
     DIR/work/<run_id>/         the trainer's scratch space (metrics.jsonl, checkpoints) while a
                                run is in flight; removed when its results file is written
 
-Resume rule: a run whose results file exists, parses, carries the same config hash and has a
-status other than "failed" is done and skipped; everything else is (re)run. Because a results
+Resume rule: a run whose results file exists, parses, carries the same config hash *and* the
+same code version (:func:`code_version`: a hash of the source that makes the run's numbers)
+and has a status other than "failed" is done and skipped; everything else is (re)run, and the
+outcome lists the *stale* results (same config, other code version) that were rerun. Because a results
 file appears only by an atomic rename, a study killed at any instant leaves each run either
 complete or absent, never half written and never twice. Leftover temp files are removed.
 
@@ -24,8 +26,10 @@ cluster's workers need no shared file system):
 
 A run function maps ``(config: dict, work_dir: Path) -> dict`` with keys ``metrics`` (a list of
 per-step dicts), optional ``status`` ("ok" or "stopped", e.g. after the NaN guard) and ``info``.
-The default, :func:`train_run`, calls the trainer (``rl.trainer``); tests inject another one
-by its import path ``"module:function"``.
+The default, ``rl.studies.training:run``, calls the trainer (``rl.trainer``); tests inject
+another one by its import path ``"module:function"``. A run function's module may define
+``prepare(configs)`` (one-time work before runs are dispatched, e.g. a cached warm start) and
+``CODE_PATHS``/``CODE_EXCLUDE`` (the source its numbers depend on; default: its own file).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import dataclasses
 import datetime as _dt
 import importlib
 import json
-import math
+import hashlib
 import multiprocessing as mp
 import os
 import platform
@@ -46,7 +50,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +63,8 @@ __all__ = [
     "StudyOutcome",
     "run_study",
     "execute_task",
-    "train_run",
+    "code_version",
+    "stale_results",
     "load_results",
     "read_metrics_jsonl",
     "atomic_write_json",
@@ -67,7 +72,7 @@ __all__ = [
 ]
 
 RESULT_FORMAT = "hmpo-run/1"
-DEFAULT_RUN_FN = "rl.studies.runner:train_run"
+DEFAULT_RUN_FN = "rl.studies.training:run"
 
 
 # ----------------------------------------------------------------------------- files
@@ -178,11 +183,49 @@ def resolve_run_fn(path: str) -> Callable[[dict[str, Any], Path], dict[str, Any]
     return fn
 
 
+def _source_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def code_version(fn_path: str) -> str:
+    """SHA-256 (first 16 hex digits) of the source files a run function's numbers depend on.
+
+    The files are those under the module's ``CODE_PATHS`` (paths relative to the source root,
+    folders meaning every ``*.py`` below them) minus those under ``CODE_EXCLUDE``; without
+    ``CODE_PATHS``, the module's own file. Each file enters as its relative path and its bytes,
+    in sorted order, so the version is the same on every machine with the same source, and
+    changes with any edit that could change a run (not with edits of reports or statistics).
+    """
+    mod = importlib.import_module(fn_path.partition(":")[0])
+    root = _source_root()
+    own = Path(mod.__file__).resolve()
+    include = getattr(mod, "CODE_PATHS", None)
+    exclude = tuple(getattr(mod, "CODE_EXCLUDE", ()))
+    files: set[Path] = set()
+    if include is None:
+        files.add(own)
+    else:
+        for rel in include:
+            target = root / rel
+            if target.is_dir():
+                files.update(f for f in target.rglob("*.py")
+                             if not any(f.relative_to(root).as_posix().startswith(e) for e in exclude))
+            elif target.is_file():
+                files.add(target)  # named explicitly: kept even inside an excluded folder
+            else:
+                raise ValueError(f"run function {fn_path!r}: CODE_PATHS entry {rel!r} does not exist under {root}")
+    h = hashlib.sha256()
+    for f in sorted(files, key=lambda f: f.as_posix()):
+        name = f.relative_to(root).as_posix() if f.is_relative_to(root) else f.name
+        h.update(name.encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
 def execute_task(task: dict[str, Any]) -> dict[str, Any]:
     """Run one study run and return its results record (never raises for a failing run).
 
-    ``task``: {"run_id", "config", "variant", "cell", "seed", "config_hash", "run_fn",
-    "work_dir" (str or None: a fresh temp dir)}. The record is what the results file holds.
+    ``task``: {"run_id", "config", "variant", "cell", "seed", "config_hash", "code_version",
+    "run_fn", "work_dir" (str or None: a fresh temp dir)}. The record is what the results file holds.
     """
     _limit_threads()
     t0 = time.perf_counter()
@@ -190,6 +233,7 @@ def execute_task(task: dict[str, Any]) -> dict[str, Any]:
         "format": RESULT_FORMAT,
         "run_id": task["run_id"],
         "config_hash": task["config_hash"],
+        "code_version": task.get("code_version"),
         "config": task["config"],
         "variant": task["variant"],
         "cell": task["cell"],
@@ -236,103 +280,6 @@ def _limit_threads() -> None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.get_num_threads() != 1:
         torch.set_num_threads(1)
-
-
-# Study settings that are not TrainConfig fields, and where they go. Environment options go
-# into ``env_kwargs`` (the names rl.envs' constructors take), loss options into
-# ``loss_options`` (keyword options of rl.losses.policy_loss). "env.X", "loss.X" and "policy.X"
-# address any other option explicitly.
-ENV_KEYS: dict[str, str] = {"seq_len": "length", "vocab": "vocab", "arms": "arms", "reward": "reward",
-                            "target_seed": "target_seed", "noise": "noise", "partial_credit": "partial_credit",
-                            "contexts": "contexts"}
-LOSS_KEYS = ("mean", "clip_c", "clip_center", "kl_coef", "kl_estimator", "entropy_coef", "rmi_steps",
-             "adaptive_signal", "adaptive_thresholds", "adaptive_ps", "chunk_size", "chunk_p",
-             "log_clip_low", "log_clip_high", "max_log_ratio")
-LEARN_P_FIELDS = ("learn_p", "learnable_p")
-
-
-def to_train_config(config: dict[str, Any]):
-    """A study run config -> ``rl.trainer.TrainConfig`` (validated).
-
-    TrainConfig fields pass through (dict-valued ones are merged); ``seq_len``, ``vocab``,
-    ``reward_noise`` (Gaussian reward noise of that standard deviation; 0 = none) and the other
-    ENV_KEYS go to ``env_kwargs``; LOSS_KEYS to ``loss_options`` (``mean = "power"`` is the
-    loss's default and is not passed). ValueError names every setting that has no place
-    (nothing is dropped silently), and a learnable p the trainer does not offer.
-    """
-    import rl.trainer as trainer
-
-    fields = {f.name for f in dataclasses.fields(trainer.TrainConfig)}
-    kw: dict[str, Any] = {"env_kwargs": {}, "loss_options": {}, "policy_kwargs": {}}
-    unknown: list[str] = []
-    for k, v in config.items():
-        if k in ("env_kwargs", "loss_options", "policy_kwargs"):
-            kw[k].update(v)
-        elif k in fields:
-            kw[k] = v
-        elif k in ENV_KEYS:
-            kw["env_kwargs"][ENV_KEYS[k]] = v
-        elif k == "reward_noise":
-            if v:
-                kw["env_kwargs"].setdefault("noise", "gaussian")
-                kw["env_kwargs"]["noise_scale"] = float(v)
-        elif k.startswith(("env.", "loss.", "policy.")):
-            head, _, name = k.partition(".")
-            kw[{"env": "env_kwargs", "loss": "loss_options", "policy": "policy_kwargs"}[head]][name] = v
-        elif k in LOSS_KEYS:
-            if not (k == "mean" and v == "power"):
-                kw["loss_options"][k] = v
-        elif k in LEARN_P_FIELDS:
-            target = next((f for f in LEARN_P_FIELDS if f in fields), None)
-            if target is not None:
-                kw[target] = v
-            elif v:
-                raise ValueError("this rl.trainer.TrainConfig has no learnable-p option "
-                                 f"({' or '.join(LEARN_P_FIELDS)}); drop the 'learnable-p' variant")
-        else:
-            unknown.append(k)
-    if unknown:
-        raise ValueError(f"settings with no place in rl.trainer.TrainConfig: {sorted(unknown)}; its fields "
-                         f"are {sorted(fields)}, plus {sorted(ENV_KEYS)}, reward_noise, {list(LOSS_KEYS)} "
-                         "and env./loss./policy. prefixes")
-    cfg = trainer.TrainConfig(**kw)
-    cfg.validate()
-    return cfg
-
-
-def train_run(config: dict[str, Any], work_dir: Path) -> dict[str, Any]:
-    """The default run function: train with ``rl.trainer`` into ``work_dir``; its metrics.
-
-    Resumes from the work dir's checkpoint when a previous attempt left one, so a study killed
-    mid-run loses at most the steps since that run's last checkpoint.
-    """
-    import rl.trainer as trainer
-
-    cfg = to_train_config(config)
-    res = trainer.train(cfg, work_dir, resume=True, progress=False)
-    path = Path(work_dir) / "metrics.jsonl"
-    rows = read_metrics_jsonl(path) if path.exists() else list(res.records)
-    status = "ok" if res.stop_reason == "completed" else f"stopped:{res.stop_reason}"
-    info = {k: v for k, v in (res.summary or {}).items() if isinstance(v, (int, float, str, bool)) or v is None}
-    return {"metrics": rows, "status": status, "info": info}
-
-
-def prepare_train(configs: list[dict[str, Any]]) -> None:
-    """Before dispatching runs: build each distinct tiny-LM policy once in this process, so its
-    cached SFT warm start exists before parallel workers look for it (they would otherwise all
-    train it at the same time)."""
-    seen: set[str] = set()
-    for c in configs:
-        cfg = to_train_config(c)
-        if cfg.env != "tiny-lm":
-            continue
-        key = json.dumps([cfg.env_kwargs, cfg.policy_kwargs], sort_keys=True, default=str)
-        if key in seen:
-            continue
-        seen.add(key)
-        from rl.envs import make_env
-
-        make_env(cfg.env, seed=cfg.seed, **cfg.env_kwargs).make_policy(**cfg.policy_kwargs)
 
 
 # ----------------------------------------------------------------------------- executors
@@ -415,7 +362,9 @@ _EXECUTORS = {"inline": _iter_inline, "local": _iter_local, "ray": _iter_ray}
 
 @dataclasses.dataclass
 class StudyOutcome:
-    """What ``run_study`` did: the study dir, how many runs were skipped, run, failed."""
+    """What ``run_study`` did: the study dir, how many runs were skipped, run, failed; the code
+    version the runs were made with and the stale results (same config, another code version)
+    it reran."""
 
     study_dir: Path
     total: int
@@ -424,6 +373,8 @@ class StudyOutcome:
     failed: int
     interrupted: bool = False
     wall_s: float = 0.0
+    code_version: str = ""
+    stale: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -448,17 +399,29 @@ def load_results(study_dir: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _done(rec: dict[str, Any] | None, run: RunSpec) -> bool:
+def _current(rec: dict[str, Any] | None, run: RunSpec) -> bool:
+    """A finished result of this run's config (whatever code version made it)."""
     return rec is not None and rec.get("config_hash") == run.config_hash and rec.get("status") != "failed"
 
 
+def _done(rec: dict[str, Any] | None, run: RunSpec, version: str) -> bool:
+    """A finished result of this run's config made by this code version: resume skips it."""
+    return _current(rec, run) and rec.get("code_version") == version
+
+
+def stale_results(study_dir: Path, spec: StudySpec, version: str) -> list[str]:
+    """Run ids whose finished result matches the config but was made by another code version."""
+    recs = load_results(study_dir)
+    return [r.run_id for r in spec.runs() if _current(recs.get(r.run_id), r)
+            and recs[r.run_id].get("code_version") != version]
+
+
 def _prepare(fn_path: str, configs: list[dict[str, Any]], executor: str) -> None:
-    """Call the run function's companion ``prepare(configs)`` if its module defines one
-    (``prepare_train`` for the trainer): one-time work such as a cached warm start."""
+    """Call the run function's companion ``prepare(configs)`` if its module defines one:
+    one-time work such as a cached warm start."""
     if not configs:
         return
-    mod = importlib.import_module(fn_path.partition(":")[0])
-    hook = getattr(mod, "prepare_train" if fn_path == DEFAULT_RUN_FN else "prepare", None)
+    hook = getattr(importlib.import_module(fn_path.partition(":")[0]), "prepare", None)
     if callable(hook) and executor != "ray":  # on a cluster every node prepares for itself
         hook(configs)
 
@@ -501,6 +464,7 @@ def run_study(
     remove_stale_temps(runs_dir)  # left by a process killed inside atomic_write_json
     fn_path = run_fn or spec.run_fn or DEFAULT_RUN_FN
     resolve_run_fn(fn_path)  # fail fast, before any process starts
+    version = code_version(fn_path)
 
     manifest_path = study_dir / "manifest.json"
     manifest: dict[str, Any] = {}
@@ -516,6 +480,7 @@ def run_study(
         "study": spec.name,
         "spec": spec.to_dict(),
         "run_fn": fn_path,
+        "code_version": version,
         "runs": {r.run_id: {"config_hash": r.config_hash, "variant": r.variant, "cell": r.cell,
                             "seed": r.seed, "config": r.config} for r in planned},
     })
@@ -523,15 +488,18 @@ def run_study(
     atomic_write_json(manifest_path, manifest)
 
     existing = load_results(study_dir)
-    todo = [r for r in planned if not _done(existing.get(r.run_id), r)]
+    todo = [r for r in planned if not _done(existing.get(r.run_id), r, version)]
     skipped = len(planned) - len(todo)
     if max_runs is not None:
         todo = todo[:max_runs]
+    stale = tuple(r.run_id for r in todo if _current(existing.get(r.run_id), r))
+    for rid in stale:  # a stale run's checkpoint was made by the old code: start it afresh
+        shutil.rmtree(study_dir / "work" / rid, ignore_errors=True)
     workers = workers or _default_workers()
     workers = min(workers, max(1, len(todo)))
     tasks = [{
         "run_id": r.run_id, "config": r.config, "variant": r.variant, "cell": r.cell, "seed": r.seed,
-        "config_hash": r.config_hash, "run_fn": fn_path,
+        "config_hash": r.config_hash, "code_version": version, "run_fn": fn_path,
         "work_dir": None if executor == "ray" else str(study_dir / "work" / r.run_id),
         "git": prov["git"],
     } for r in todo]
@@ -563,7 +531,7 @@ def run_study(
     finished = load_results(study_dir)
     manifest["status"] = {
         "planned": len(planned),
-        "finished": sum(_done(finished.get(r.run_id), r) for r in planned),
+        "finished": sum(_done(finished.get(r.run_id), r, version) for r in planned),
         "failed": sum(1 for r in planned if (finished.get(r.run_id) or {}).get("status") == "failed"),
         "interrupted": interrupted,
         "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -573,7 +541,7 @@ def run_study(
         work = study_dir / "work"
         if work.is_dir() and not any(work.iterdir()):
             work.rmdir()
-    return StudyOutcome(study_dir, len(planned), skipped, ran, failed, interrupted, wall)
+    return StudyOutcome(study_dir, len(planned), skipped, ran, failed, interrupted, wall, version, stale)
 
 
 class _Progress:
@@ -610,22 +578,3 @@ class _Progress:
             self._p.console.print(msg)
         else:
             print(msg, file=sys.stderr)
-
-
-def finite_or_none(x: Any) -> Any:
-    """Helper for strict-JSON consumers: non-finite floats -> None."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
-def iter_records(study_dir: Path, spec: StudySpec | None = None) -> Iterable[dict[str, Any]]:
-    """Finished records of a study (only those of the current spec when one is given)."""
-    recs = load_results(study_dir)
-    if spec is None:
-        yield from recs.values()
-        return
-    for r in spec.runs():
-        rec = recs.get(r.run_id)
-        if _done(rec, r):
-            yield rec

@@ -6,9 +6,9 @@ A study answers a question by running the trainer over a grid of *factors* x *se
     name = "offpolicy"
     description = "Does p matter once training is off-policy?"
     baseline = "p=0"            # the variant every other one is compared against (GSPO)
-    threshold = 0.8             # reward that counts as "solved" (sample efficiency)
-    metric = "reward_mean"      # the per-step metric the curves, final values and thresholds use
-
+    metric = "reward_mean"      # the per-step column the curves show and endpoints use by default
+    alpha = 0.05                # family-wise error rate of each claim
+    plan_note = "declared before the runs"   # when and how the analysis plan was fixed
     [base]                      # trainer settings shared by every run
     env = "seq-bandit"
     steps = 80
@@ -38,6 +38,11 @@ Every other key (``env``, ``seq_len``, ``reward_noise``, ``policy_lag``, ``steps
 trainer setting passed through unchanged; the runner maps names onto the trainer's config and
 rejects a name the trainer does not know.
 
+The analysis is declared in the same file, before anything runs: ``[endpoints.NAME]``,
+``[[claims]]``, ``[[controls]]``, ``[regime]`` and ``[confounds]`` (see rl.studies.plan); a
+spec without claims still gets its exploratory comparisons of every variant with the baseline
+on every declared endpoint.
+
 Each run is a plain dict (the *run config*) with a stable hash of its canonical JSON; the
 runner keys result files by it, so that a resumed study skips exactly the runs already done.
 Comparisons need replicates: a spec with a baseline must give every variant at least
@@ -55,6 +60,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from rl.studies.plan import Plan, parse_plan
 
 __all__ = [
     "VARIANTS",
@@ -78,8 +85,8 @@ MIN_SEEDS_FOR_COMPARISON = 5
 #: where a study's runs execute (rl.studies.runner); the CLI offers the same choices
 EXECUTORS = ("local", "ray", "inline")
 
-# Loss settings each named variant stands for (keys follow rl.losses.policy_loss; "learn_p"
-# asks the trainer to hold p as a parameter and train it with the policy).
+# Loss settings each named variant stands for (keys follow rl.losses.policy_loss and
+# rl.trainer.TrainConfig: "learnable_p" asks the trainer to hold p as a parameter and train it).
 VARIANTS: dict[str, dict[str, Any]] = {
     "p=1": {"level": "sequence", "p": 1.0, "mean": "power"},
     "p=0.5": {"level": "sequence", "p": 0.5, "mean": "power"},
@@ -91,7 +98,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "gmpo": {"level": "gmpo", "p": 0.0, "mean": "power"},
     "adaptive": {"level": "sequence", "p": 0.0, "mean": "adaptive"},
     "rmi": {"level": "sequence", "p": 0.0, "mean": "rmi"},
-    "learnable-p": {"level": "sequence", "p": 0.0, "mean": "power", "learn_p": True},
+    "learnable-p": {"level": "sequence", "p": 0.0, "mean": "power", "learnable_p": True},
     # the seeds' hierarchy, two scales: harmonic within phrases of 2 tokens, geometric across them
     "multiscale": {"level": "sequence", "p": 0.0, "mean": "multiscale", "chunk_size": 2, "chunk_p": -1.0},
 }
@@ -111,6 +118,7 @@ CLIP_WINDOWS: dict[str, tuple[float, float]] = {
 }
 
 _SPECIAL = {"variant", "clip", "off_policy", "seed", "seeds"}
+_PLAN_TABLES = ("endpoints", "claims", "controls", "regime", "confounds")
 # the trainer's value of a factor that a grid does not set (used in condition labels)
 FACTOR_DEFAULTS = {"clip": "0.2", "off_policy": "1x1", "policy_lag": "0", "reward_noise": "0"}
 _P_RE = re.compile(r"^p=([-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)$")
@@ -136,7 +144,7 @@ def canonical_variant(name: str) -> str:
 
 
 def variant_settings(name: str) -> dict[str, Any]:
-    """Loss settings of a variant: {"level", "p", "mean"[, "learn_p"]}. ValueError if unknown."""
+    """Loss settings of a variant: {"level", "p", "mean"[, "learnable_p"]}. ValueError if unknown."""
     name = canonical_variant(name)
     if name in VARIANTS:
         return dict(VARIANTS[name])
@@ -146,7 +154,7 @@ def variant_settings(name: str) -> dict[str, Any]:
 def variant_p(name: str) -> float | None:
     """The fixed exponent p of a plain sequence-level power-mean variant, else None."""
     s = variant_settings(name)
-    if s["level"] == "sequence" and s["mean"] == "power" and not s.get("learn_p"):
+    if s["level"] == "sequence" and s["mean"] == "power" and not s.get("learnable_p"):
         return float(s["p"])
     return None
 
@@ -257,10 +265,11 @@ class StudySpec:
     grids: tuple[dict[str, Any], ...]
     description: str = ""
     baseline: str | None = "p=0"
-    threshold: float | None = None
     metric: str = "reward_mean"
     compare: bool = True
     run_fn: str | None = None
+    plan: Plan = field(default_factory=Plan)
+    plan_note: str = ""
     source: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def runs(self) -> list[RunSpec]:
@@ -340,14 +349,35 @@ class StudySpec:
                         f"study {self.name!r}: cell [{cell}] compares variants with fewer than "
                         f"{MIN_SEEDS_FOR_COMPARISON} seeds ({few}); add seeds or set compare = false"
                     )
+        self._check_plan(runs)
+
+    def _check_plan(self, runs: list[RunSpec]) -> None:
+        """Every claim names variants that run and conditions that exist."""
+        from rl.studies.plan import matches
+
+        cells: dict[str, tuple[dict[str, str], set[str]]] = {}
+        for r in runs:
+            cells.setdefault(r.cell_label, (r.cell, set()))[1].add(r.variant)
+        for c in self.plan.claims:
+            hit = [(cell, vs) for cell, vs in cells.values() if matches(cell, c.where)]
+            if not hit:
+                raise ValueError(f"study {self.name!r}: claim {c.id!r}: no condition matches its 'where' {list(c.where)}")
+            for v in (c.variant, c.baseline):
+                if v is not None and not any(v in vs for _, vs in hit):
+                    raise ValueError(f"study {self.name!r}: claim {c.id!r}: variant {v!r} does not run in its conditions")
+            if c.kind == "interaction" and not any(c.factor in cell for cell, _ in hit):
+                raise ValueError(f"study {self.name!r}: claim {c.id!r}: no condition varies the factor {c.factor!r}")
 
     def to_dict(self) -> dict[str, Any]:
+        """The spec as the TOML-shaped dict it parses from (parse_spec(to_dict()) == self)."""
         return {
             "study": {"name": self.name, "description": self.description, "baseline": self.baseline,
-                      "threshold": self.threshold, "metric": self.metric, "compare": self.compare,
-                      **({"run_fn": self.run_fn} if self.run_fn else {})},
+                      "metric": self.metric, "compare": self.compare, "alpha": self.plan.alpha,
+                      **({"run_fn": self.run_fn} if self.run_fn else {}),
+                      **({"plan_note": self.plan_note} if self.plan_note else {})},
             "base": dict(self.base),
             "grid": [dict(g) for g in self.grids],
+            **self.plan.to_dict(),
         }
 
 
@@ -370,14 +400,17 @@ def _seeds(grid: dict[str, Any]) -> list[int]:
 
 def parse_spec(data: dict[str, Any]) -> StudySpec:
     """Build a StudySpec from a parsed TOML document (or an equivalent dict); validate it."""
-    unknown = set(data) - {"study", "base", "grid"}
+    unknown = set(data) - {"study", "base", "grid", *_PLAN_TABLES}
     if unknown:
-        raise ValueError(f"study spec: unknown top-level tables {sorted(unknown)}; "
-                         "expected [study], [base], [[grid]]")
+        raise ValueError(f"study spec: unknown top-level tables {sorted(unknown)}; expected [study], [base], "
+                         f"[[grid]] and the analysis plan's {', '.join(_PLAN_TABLES)}")
     st = data.get("study", {})
     if "name" not in st or not isinstance(st["name"], str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", st["name"]):
         raise ValueError("study spec: [study] name must be given: letters, digits, '-', '_' or '.'")
-    allowed = {"name", "description", "baseline", "threshold", "metric", "compare", "run_fn"}
+    if "threshold" in st:
+        raise ValueError("study spec: [study] threshold is gone: declare thresholds in an endpoint, e.g. "
+                         "[endpoints.\"samples_to_0.9\"] kind = \"to_threshold\", threshold = 0.9, margin = 0.05")
+    allowed = {"name", "description", "baseline", "metric", "compare", "run_fn", "alpha", "plan_note"}
     bad = set(st) - allowed
     if bad:
         raise ValueError(f"study spec: unknown keys in [study]: {sorted(bad)}; allowed {sorted(allowed)}")
@@ -393,9 +426,10 @@ def parse_spec(data: dict[str, Any]) -> StudySpec:
         for k, v in g.items():
             if isinstance(v, list) and not v:
                 raise ValueError(f"study spec: factor {k!r} has an empty list of values")
-    threshold = st.get("threshold")
-    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
-        raise ValueError(f"study spec: threshold must be a number, got {threshold!r}")
+    alpha = st.get("alpha", 0.05)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+        raise ValueError(f"study spec: alpha must be a number in (0, 1), got {alpha!r}")
+    metric = str(st.get("metric", "reward_mean"))
     baseline = st.get("baseline", "p=0")
     spec = StudySpec(
         name=st["name"],
@@ -403,10 +437,11 @@ def parse_spec(data: dict[str, Any]) -> StudySpec:
         base=base,
         grids=tuple(dict(g) for g in grids),
         baseline=canonical_variant(baseline) if baseline else None,
-        threshold=None if threshold is None else float(threshold),
-        metric=str(st.get("metric", "reward_mean")),
+        metric=metric,
         compare=bool(st.get("compare", True)),
         run_fn=st.get("run_fn"),
+        plan=parse_plan(data, metric=metric, alpha=float(alpha), canonical=canonical_variant),
+        plan_note=str(st.get("plan_note", "")),
         source=data,
     )
     spec.check()

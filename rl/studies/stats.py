@@ -1,89 +1,398 @@
-"""Statistics of a study: curves with bootstrap bands, per-run summaries, tests, corrections.
+"""Statistics of a study: pure functions over arrays, each with its definition and reference.
 
-Pure functions over arrays first (each documented with its definition), then ``analyze``,
-which turns a study's results records into per-variant summaries and comparisons against the
-baseline (GSPO, p = 0 by default) that the report writer renders.
+Paired designs first: the trainer uses common random numbers (a seed gives every variant the
+same initialisation and random stream), so variants are compared through per-seed
+differences ``d_s = x_s - y_s``, one value per seed.
 
-Conventions
-- A *curve* is one run's per-step values of a metric; runs are the replicates (seeds), so every
-  interval and test treats seeds as independent samples.
-- 95% intervals are percentile bootstrap intervals over seeds (scipy.stats.bootstrap);
-  with 5 seeds they are rough and slightly narrow (the percentile bootstrap under-covers at
-  small n), which the report states.
-- Tests are two-sided. Continuous summaries: exact permutation test of the difference in
-  means when the number of splits is at most 50 000, otherwise 20 000 random permutations
-  (scipy.stats.permutation_test); this assumes only exchangeability under the null, which
-  suits a handful of seeds with unknown distribution. Steps-to-threshold is censored at the
-  step budget (runs that never reach it count as +inf): Mann-Whitney U. Spread across seeds:
-  Brown-Forsythe (Levene with the median). Counts of collapsed runs: Fisher's exact test.
-- Multiple comparisons: Holm's step-down adjustment within a family = one metric, one cell
-  (condition), all variants against the baseline.
-- Effect sizes: Hedges' g (bias-corrected standardized mean difference) and Cliff's delta
-  (P(X > Y) - P(X < Y), defined for censored values too).
-
-References: Efron & Tibshirani (1993) An Introduction to the Bootstrap; Holm (1979) Scand. J.
-Statist. 6:65-70; Hedges (1981) J. Educ. Stat. 6:107-128; Cliff (1993) Psychol. Bull. 114:494.
+- :func:`sign_flip_test`: exact permutation test of the mean of ``d`` under sign flips (H0:
+  the distribution of ``d`` is symmetric about 0), exact over all 2^n sign patterns up to
+  n = 16, Monte Carlo beyond with its standard error stated (Fisher 1935; Good 2005, ch. 3).
+- :func:`signed_rank_test`: Wilcoxon's signed-rank test by the same exact enumeration over the
+  midranks of |d| (zeros dropped), so ties are handled exactly (a check on the sign-flip test).
+- :func:`mean_ci`: interval for the mean of ``d`` by the studentized (bootstrap-t) bootstrap,
+  second-order accurate for skewed data (Efron & Tibshirani 1993, ch. 12; Hall 1988).
+- :func:`tost`: two one-sided sign-flip tests of ``|mean d| < margin`` (Schuirmann 1987).
+- :func:`power_paired`: the power of the two-sided paired test to detect a mean difference of
+  ``margin``, from the noncentral t with the observed SD; 0 where the exact sign-flip test
+  cannot reach the level at all.
+Unpaired, only where runs are not paired: :func:`permutation_test` (difference in means) and
+:func:`mann_whitney_test` (U on midranks), both exact by enumeration of the splits when there
+are at most 2^16 of them, Monte Carlo beyond. Trends over an ordered factor (the p-sweep):
+:func:`page_trend` (Page 1963, scipy.stats.page_trend_test), two-sided. Multiplicity:
+:func:`holm` (Holm 1979). Descriptive: :func:`bootstrap_ci` and :func:`curve_band`
+(percentile bootstrap over seeds, for bands on curves), Hedges' g, Cliff's delta.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from scipy import stats as sps
 
 __all__ = [
-    "METRIC_ALIASES",
+    "EXACT_MAX_PATTERNS",
+    "TestResult",
+    "sign_flip_test",
+    "signed_rank_test",
+    "mean_ci",
+    "tost",
+    "power_paired",
+    "permutation_test",
+    "mann_whitney_test",
+    "page_trend",
+    "holm",
     "bootstrap_ci",
     "curve_band",
     "moving_average",
     "final_value",
-    "steps_to_threshold",
-    "grad_spikes",
-    "is_collapsed",
     "hedges_g",
     "cliffs_delta",
-    "Comparison",
-    "compare",
-    "compare_spread",
-    "compare_counts",
-    "holm",
-    "interaction_test",
-    "verdict",
-    "metric_series",
-    "run_summary",
-    "analyze",
 ]
 
-# Canonical metric name -> names trainers use for it (first match wins).
-METRIC_ALIASES: dict[str, tuple[str, ...]] = {
-    "reward": ("reward_mean", "reward", "reward/mean", "rewards_mean", "mean_reward"),
-    "exact_reward": ("exact_reward",),
-    "grad_norm": ("grad_norm", "grad_norm_total", "gradnorm", "grad_norm_before_clip"),
-    "kl": ("kl_old_new", "approx_kl_old", "kl_old", "approx_kl", "kl", "loss/approx_kl_old", "loss/kl_old"),
-    "kl_ref": ("kl_ref", "loss/kl_ref", "kl_to_ref"),
-    "clip_low": ("clip_frac_low", "loss/clip_frac_low", "loss/clipfrac_low", "loss/clip_fraction_low",
-                 "clipfrac_low", "clip_fraction_low", "clip_low"),
-    "clip_high": ("clip_frac_high", "loss/clip_frac_high", "loss/clipfrac_high", "loss/clip_fraction_high",
-                  "clipfrac_high", "clip_fraction_high", "clip_high"),
-    "ratio_mean": ("seq_ratio_mean", "loss/seq_ratio_mean", "loss/ratio_mean", "ratio_mean", "sequence_ratio_mean"),
-    "ratio_min": ("seq_ratio_min", "loss/seq_ratio_min", "loss/ratio_min", "ratio_min", "sequence_ratio_min"),
-    "ratio_max": ("seq_ratio_max", "loss/seq_ratio_max", "loss/ratio_max", "ratio_max", "sequence_ratio_max"),
-    "nonfinite": ("skipped", "nonfinite", "nonfinite_step", "nan_step", "skipped_step"),
-    "loss": ("loss",),
-    "p": ("loss/p", "p", "p_in_force", "p_mean", "loss/p_mean"),
-    "entropy": ("entropy", "entropy_mean"),
-    "step_time": ("time_s", "step_time", "time_step", "dt"),
-}
-
+#: at most this many sign patterns (2^16, n <= 16) or splits are enumerated; beyond, Monte Carlo
+EXACT_MAX_PATTERNS = 2**16
+#: Monte Carlo draws beyond the exact limit: the p-value's standard error is <= 0.5/sqrt(B) = 0.002
+MC_RESAMPLES = 2**16
 _RNG_SEED = 20240917  # fixed: the same data give the same intervals and p-values
+_ALTERNATIVES = ("two-sided", "greater", "less")
 
 
-# ----------------------------------------------------------------------------- intervals
+@dataclass(frozen=True)
+class TestResult:
+    """One test's outcome: the p-value, whether it is exact, the Monte Carlo standard error of
+    p (0 when exact) and the smallest p the test could give on these sample sizes."""
+
+    statistic: float
+    p: float
+    exact: bool
+    mc_error: float
+    min_p: float
+
+
+def _check_alternative(alternative: str) -> None:
+    if alternative not in _ALTERNATIVES:
+        raise ValueError(f"alternative must be one of {_ALTERNATIVES}, got {alternative!r}")
+
+
+def _finite_1d(x: Any, name: str) -> np.ndarray:
+    a = np.asarray(x, dtype=float)
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} must be finite; entry {int(np.flatnonzero(~np.isfinite(a))[0])} is {a[~np.isfinite(a)][0]}")
+    return a
+
+
+@functools.lru_cache(maxsize=None)
+def _sign_patterns(n: int) -> np.ndarray:
+    """All 2^n patterns of +-1 as a [2^n, n] array; row 0 is all +1 (the observed labelling).
+    Cached (at most 17 arrays, the largest 8 MB) and read-only."""
+    bits = (np.arange(2**n)[:, None] >> np.arange(n)[None, :]) & 1
+    out = 1.0 - 2.0 * bits
+    out.setflags(write=False)
+    return out
+
+
+def _tail_p(null: np.ndarray, observed: float, scale: float, alternative: str) -> float:
+    # Sums of the same terms in another order differ by rounding (at most ~n eps sum|d|): values
+    # within 100 eps of the observed statistic count as ties, as in scipy.stats.permutation_test.
+    tol = 100 * np.finfo(float).eps * scale
+    if alternative == "greater":
+        return float(np.mean(null >= observed - tol))
+    if alternative == "less":
+        return float(np.mean(null <= observed + tol))
+    return float(np.mean(np.abs(null) >= abs(observed) - tol))
+
+
+def _sign_flip(values: np.ndarray, alternative: str, seed: int) -> TestResult:
+    n = values.size
+    obs = float(values.sum())
+    scale = float(np.abs(values).sum())
+    if n == 0:
+        return TestResult(0.0, 1.0, True, 0.0, 1.0)
+    if 2**n <= EXACT_MAX_PATTERNS:
+        null = _sign_patterns(n) @ values
+        p = _tail_p(null, obs, scale, alternative)
+        return TestResult(obs, p, True, 0.0, (1 if alternative != "two-sided" else 2) / 2**n)
+    rng = np.random.default_rng(seed)
+    flips = rng.choice([-1.0, 1.0], size=(MC_RESAMPLES, n))
+    null = np.concatenate([[obs], flips @ values])  # the observed labelling is one of the draws
+    p = _tail_p(null, obs, scale, alternative)
+    return TestResult(obs, p, False, math.sqrt(p * (1 - p) / MC_RESAMPLES), 1 / (MC_RESAMPLES + 1))
+
+
+def sign_flip_test(d: Sequence[float], *, alternative: str = "two-sided", seed: int = _RNG_SEED) -> TestResult:
+    """Permutation test of the mean of paired differences by sign flips.
+
+    Statistic S = sum_s d_s. Under H0 (each d_s is symmetric about 0: the two variants are
+    exchangeable within a seed) every pattern of signs e_s in {-1, +1} is equally likely, so
+    p = #{e : S(e) >= S} / 2^n ("greater"), #{S(e) <= S} ("less") or #{|S(e)| >= |S|}
+    (two-sided), the observed pattern included. Exact for n <= 16 (2^16 patterns); beyond, the
+    same with 2^16 random patterns and ``mc_error`` = sqrt(p (1 - p) / 2^16). The smallest
+    attainable p is 2 / 2^n two-sided (1/128 at n = 8). Domain: finite d.
+    """
+    _check_alternative(alternative)
+    return _sign_flip(_finite_1d(d, "d"), alternative, seed)
+
+
+def _midranks(a: np.ndarray) -> np.ndarray:
+    return sps.rankdata(a, method="average")
+
+
+def signed_rank_test(d: Sequence[float], *, alternative: str = "two-sided", seed: int = _RNG_SEED) -> TestResult:
+    """Wilcoxon's signed-rank test with exact handling of ties and zeros.
+
+    Zeros are dropped (Wilcoxon's convention); the remaining |d| get midranks R_s; the
+    statistic sum_s sign(d_s) R_s is referred to its exact distribution over the 2^n sign
+    patterns (n <= 16, else Monte Carlo as in :func:`sign_flip_test`). Without ties and zeros
+    this is scipy.stats.wilcoxon(method="exact"). Reference: Wilcoxon (1945); Pratt (1959).
+    """
+    _check_alternative(alternative)
+    a = _finite_1d(d, "d")
+    a = a[a != 0]
+    if a.size == 0:
+        return TestResult(0.0, 1.0, True, 0.0, 1.0)
+    return _sign_flip(np.sign(a) * _midranks(np.abs(a)), alternative, seed)
+
+
+def _check_bootstrap(confidence: float, n_resamples: int, least: int) -> None:
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if n_resamples < least:
+        raise ValueError(f"n_resamples must be >= {least}, got {n_resamples}")
+
+
+def mean_ci(d: Sequence[float] | np.ndarray, *, confidence: float = 0.95, n_resamples: int = 4999,
+            seed: int = _RNG_SEED) -> tuple[np.ndarray | float, np.ndarray | float]:
+    """Studentized-bootstrap (bootstrap-t) interval for the mean of ``d`` over its last axis.
+
+    With mean m, SD s and T*_b = (m*_b - m) / (s*_b / sqrt(n)) over bootstrap resamples b, the
+    interval is [m - q_{1-a/2} s / sqrt(n), m - q_{a/2} s / sqrt(n)], q the quantiles of T*
+    (a = 1 - confidence). Resamples with s*_b = 0 have no T* and are left out. Second-order
+    accurate, so it keeps its coverage on skewed data where the t interval does not (measured at
+    n = 8 over 20 000 experiments, 999 resamples: 0.941 on gamma(4) data, skewness 1, where the t
+    interval gives 0.933; 0.934 against 0.893 on exponential data, skewness 2; 0.947 on normal
+    data; at n = 16: 0.947, 0.948, 0.950). A constant
+    sample gives the zero-width interval [d, d]; fewer than 3 values give NaN. ``d`` of shape
+    [..., n] gives one interval per leading index (vectorised). Reference: Efron & Tibshirani
+    (1993) An Introduction to the Bootstrap, ch. 12.5; Hall (1988) Ann. Statist. 16:927-953.
+    """
+    _check_bootstrap(confidence, n_resamples, 99)
+    a = np.asarray(d, dtype=float)
+    scalar = a.ndim == 1
+    a = np.atleast_2d(a)
+    if not np.isfinite(a).all():
+        raise ValueError("mean_ci: d must be finite")
+    lead, n = a.shape[:-1], a.shape[-1]
+    flat = a.reshape(-1, n)
+    lo = np.full(flat.shape[0], np.nan)
+    hi = np.full(flat.shape[0], np.nan)
+    if n >= 3:
+        m = flat.mean(-1)
+        s = flat.std(-1, ddof=1)
+        const = s == 0
+        lo[const] = hi[const] = m[const]
+        rows = np.flatnonzero(~const)
+        rng = np.random.default_rng(seed)
+        alpha = 1 - confidence
+        chunk = max(1, 4_000_000 // (n_resamples * n))  # bounded memory: ~32 MB of resamples at a time
+        for start in range(0, rows.size, chunk):
+            r = rows[start:start + chunk]
+            idx = rng.integers(0, n, size=(n_resamples, n))
+            xb = (flat[r] - m[r, None])[:, idx]        # [rows, B, n], centred: sums of squares stay accurate
+            mb = xb.mean(-1)
+            sb = np.sqrt(np.maximum((xb * xb).sum(-1) - n * mb * mb, 0.0) / (n - 1))
+            mb = mb + m[r, None]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                t = np.where(sb > 0, (mb - m[r, None]) / (sb / math.sqrt(n)), np.nan)
+            if r.size == 1:  # one sample (the common case): plain quantiles of the finite T*, much faster
+                q_lo, q_hi = np.quantile(t[0][np.isfinite(t[0])], [alpha / 2, 1 - alpha / 2])
+            else:
+                q_hi = np.nanquantile(t, 1 - alpha / 2, axis=-1)
+                q_lo = np.nanquantile(t, alpha / 2, axis=-1)
+            se = s[r] / math.sqrt(n)
+            lo[r], hi[r] = m[r] - q_hi * se, m[r] - q_lo * se
+    lo, hi = lo.reshape(lead), hi.reshape(lead)
+    if scalar:
+        return float(lo[0]), float(hi[0])
+    return lo, hi
+
+
+def tost(d: Sequence[float], margin: float, *, seed: int = _RNG_SEED) -> TestResult:
+    """Two one-sided tests of equivalence: H0 mean(d) <= -margin or mean(d) >= +margin.
+
+    p = max(p_low, p_high), p_low the sign-flip test of d + margin against "greater" and p_high
+    that of d - margin against "less"; rejecting at alpha means the mean difference lies within
+    (-margin, margin) at level alpha (equivalently, the 1 - 2 alpha interval lies inside).
+    Reference: Schuirmann (1987) J. Pharmacokin. Biopharm. 15:657-680. Domain: margin > 0.
+    """
+    if not (isinstance(margin, (int, float)) and math.isfinite(margin) and margin > 0):
+        raise ValueError(f"tost: margin must be a positive number, got {margin!r}")
+    a = _finite_1d(d, "d")
+    lo = _sign_flip(a + margin, "greater", seed)
+    hi = _sign_flip(a - margin, "less", seed)
+    worst = lo if lo.p >= hi.p else hi
+    return TestResult(float(a.mean()) if a.size else 0.0, worst.p, lo.exact and hi.exact,
+                      max(lo.mc_error, hi.mc_error), worst.min_p)
+
+
+def power_paired(n: int, sd: float, margin: float, alpha: float, *, min_p: float | None = None) -> float:
+    """Power of the two-sided paired test at level ``alpha`` to detect a mean difference of
+    ``margin`` when the per-seed differences have SD ``sd``.
+
+    Noncentral t: power = P(|T_{n-1}(delta)| > t_{1-alpha/2, n-1}), delta = margin sqrt(n) / sd
+    (the sign-flip test's large-sample equivalent); 0 when the exact test cannot reach ``alpha``
+    (its smallest attainable p, ``min_p``, default the sign-flip test's 2 / 2^n, is above it);
+    1 when sd = 0 and margin > 0. Reference: Cohen (1988) Statistical Power Analysis, ch. 2.
+    """
+    if n < 2 or not math.isfinite(sd) or not math.isfinite(margin):
+        return float("nan")
+    if (2.0 / 2**n if min_p is None else min_p) > alpha:
+        return 0.0
+    if sd == 0:
+        return 1.0 if margin > 0 else float("nan")
+    delta = abs(margin) * math.sqrt(n) / sd
+    crit = sps.t.ppf(1 - alpha / 2, n - 1)
+    # the lower tail is below 1e-300 for large delta, where scipy's nct.cdf returns NaN
+    lower = sps.nct.cdf(-crit, n - 1, delta)
+    return float(min(1.0, sps.nct.sf(crit, n - 1, delta) + (lower if math.isfinite(lower) else 0.0)))
+
+
+def _splits(n_x: int, n_y: int, seed: int) -> tuple[np.ndarray, bool]:
+    """Boolean [k, n_x + n_y] rows marking which units form the first sample: every split when
+    there are at most EXACT_MAX_PATTERNS, else random ones (the observed split first)."""
+    import itertools
+
+    n = n_x + n_y
+    observed = np.zeros(n, dtype=bool)
+    observed[:n_x] = True
+    if math.comb(n, n_x) <= EXACT_MAX_PATTERNS:
+        rows = np.zeros((math.comb(n, n_x), n), dtype=bool)
+        for i, c in enumerate(itertools.combinations(range(n), n_x)):
+            rows[i, list(c)] = True
+        return rows, True
+    rng = np.random.default_rng(seed)
+    perm = np.argsort(rng.random((MC_RESAMPLES, n)), axis=1) < n_x
+    return np.vstack([observed, perm]), False
+
+
+def _unpaired(stat_values: np.ndarray, n_x: int, alternative: str, seed: int) -> TestResult:
+    rows, exact = _splits(n_x, stat_values.size - n_x, seed)
+    sums = rows.astype(float) @ stat_values             # sum of the first sample's values
+    obs = float(stat_values[:n_x].sum())
+    k = rows.shape[0] - (0 if exact else 1)
+    scale = float(np.abs(stat_values).sum())
+    if alternative == "two-sided":
+        # the null distribution of a sum over unequal samples is not symmetric: twice the
+        # smaller one-sided p, as scipy.stats.permutation_test does
+        p = min(1.0, 2 * min(_tail_p(sums, obs, scale, "greater"), _tail_p(sums, obs, scale, "less")))
+    else:
+        p = _tail_p(sums, obs, scale, alternative)
+    if exact:
+        return TestResult(obs, p, True, 0.0, (1 if alternative != "two-sided" else 2) / rows.shape[0])
+    return TestResult(obs, p, False, math.sqrt(p * (1 - p) / k), 1 / rows.shape[0])
+
+
+def permutation_test(x: Sequence[float], y: Sequence[float], *, alternative: str = "two-sided",
+                     seed: int = _RNG_SEED) -> TestResult:
+    """Unpaired permutation test of mean(x) - mean(y) (H0: x and y exchangeable).
+
+    The statistic is the sum of the first sample (equivalent to the difference in means for
+    fixed sizes); p over all C(n_x + n_y, n_x) splits (exact up to 2^16 splits, else 2^16
+    random ones), two-sided as twice the smaller one-sided p (the null distribution is not
+    symmetric for unequal sizes). ``statistic`` is reported as mean(x) - mean(y). Domain:
+    finite values.
+    """
+    _check_alternative(alternative)
+    a, b = _finite_1d(x, "x"), _finite_1d(y, "y")
+    if a.size == 0 or b.size == 0:
+        raise ValueError("permutation_test needs at least one value in each sample")
+    pooled = np.concatenate([a, b])
+    r = _unpaired(pooled, a.size, alternative, seed)
+    return TestResult(float(a.mean() - b.mean()), r.p, r.exact, r.mc_error, r.min_p)
+
+
+def mann_whitney_test(x: Sequence[float], y: Sequence[float], *, alternative: str = "two-sided",
+                      seed: int = _RNG_SEED) -> TestResult:
+    """Mann-Whitney U test, exact with ties: U = (sum of x's midranks) - n_x (n_x + 1) / 2.
+
+    p from the permutation distribution of the midrank sum over all splits (exact up to 2^16
+    splits, else 2^16 random ones), so ties (integer step counts, values censored at the budget)
+    need no normal approximation. +inf values are allowed (censored: they tie at the top).
+    ``statistic`` is U. Reference: Mann & Whitney (1947); Lehmann (1975) Nonparametrics, ch. 1.
+    """
+    _check_alternative(alternative)
+    a, b = np.asarray(x, float), np.asarray(y, float)
+    if a.size == 0 or b.size == 0:
+        raise ValueError("mann_whitney_test needs at least one value in each sample")
+    if np.isnan(a).any() or np.isnan(b).any():
+        raise ValueError("mann_whitney_test: values must not be NaN")
+    ranks = _midranks(np.concatenate([a, b]))
+    r = _unpaired(ranks, a.size, alternative, seed)
+    return TestResult(r.statistic - a.size * (a.size + 1) / 2, r.p, r.exact, r.mc_error, r.min_p)
+
+
+def page_trend(table: Sequence[Sequence[float]] | np.ndarray) -> tuple[float, str]:
+    """Two-sided Page test of a monotone trend across ordered columns of ``table``.
+
+    ``table`` is [units (seeds), levels in their order]; each row is ranked (midranks) and
+    L = sum_j j R_j is referred to Page's distribution for the predicted order 1..k and for its
+    reverse (scipy.stats.page_trend_test, exact where scipy offers it); p = min(1, 2 min(p_up,
+    p_down)). Returns (p, "increasing" | "decreasing"), the direction being that of the smaller
+    one-sided p. Reference: Page (1963) J. Amer. Statist. Assoc. 58:216-230.
+    """
+    t = np.asarray(table, dtype=float)
+    if t.ndim != 2 or t.shape[1] < 3 or t.shape[0] < 2:
+        raise ValueError(f"page_trend needs [units >= 2, levels >= 3], got shape {t.shape}")
+    if not np.isfinite(t).all():
+        raise ValueError("page_trend: values must be finite")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        up = sps.page_trend_test(t).pvalue
+        down = sps.page_trend_test(t[:, ::-1]).pvalue
+    return float(min(1.0, 2 * min(up, down))), ("increasing" if up <= down else "decreasing")
+
+
+def holm(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error control, any dependence).
+
+    With the m finite p-values sorted p_(1) <= ... <= p_(m):
+    p~_(i) = min(1, max_{j <= i} (m - j + 1) p_(j)). NaN entries stay NaN and do not count in m.
+    Reject H_(i) at level alpha iff p~_(i) <= alpha. Reference: Holm (1979).
+    """
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    if ok.size == 0:
+        return out
+    if ((p[ok] < 0) | (p[ok] > 1)).any():
+        raise ValueError(f"p-values must lie in [0, 1], got {p[ok]}")
+    m = ok.size
+    order = ok[np.argsort(p[ok], kind="stable")]
+    adj = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out[order] = adj
+    return out
+
+
+# ----------------------------------------------------------------------------- descriptive
+
+def _bootstrap_missing(sub: np.ndarray, confidence: float, n_resamples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval of the NaN-ignoring mean per column: resample rows, take quantiles
+    (1 - c)/2 and (1 + c)/2 of the resampled means."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, sub.shape[0], size=(n_resamples, sub.shape[0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        boots = np.nanmean(sub[idx], axis=1)  # [n_resamples, k]
+    alpha = (1 - confidence) / 2
+    return np.nanquantile(boots, alpha, axis=0), np.nanquantile(boots, 1 - alpha, axis=0)
+
 
 def bootstrap_ci(
     x: Sequence[float] | np.ndarray,
@@ -96,13 +405,11 @@ def bootstrap_ci(
 
     For x of shape [n] returns floats (mean, low, high); for [n, k] arrays of length k (one
     interval per column, e.g. per training step). Columns with fewer than 2 finite values get
-    a NaN interval; a column with no finite value a NaN mean.
+    a NaN interval; a column with no finite value a NaN mean. Descriptive (bands on curves):
+    the tests and the intervals of differences use :func:`mean_ci`.
     Domain: 0 < confidence < 1; n_resamples >= 100.
     """
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    if n_resamples < 100:
-        raise ValueError(f"n_resamples must be >= 100, got {n_resamples}")
+    _check_bootstrap(confidence, n_resamples, 100)
     a = np.asarray(x, dtype=float)
     scalar = a.ndim == 1
     if scalar:
@@ -122,14 +429,7 @@ def bootstrap_ci(
         sub = a[:, cols]
         if np.isnan(sub).any():
             # columns with missing values (runs stopped early): resample rows, ignore NaNs
-            rng = np.random.default_rng(seed)
-            idx = rng.integers(0, sub.shape[0], size=(n_resamples, sub.shape[0]))
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                boots = np.nanmean(sub[idx], axis=1)  # [n_resamples, k]
-            alpha = (1 - confidence) / 2
-            lo[cols] = np.nanquantile(boots, alpha, axis=0)
-            hi[cols] = np.nanquantile(boots, 1 - alpha, axis=0)
+            lo[cols], hi[cols] = _bootstrap_missing(sub, confidence, n_resamples, seed)
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -138,9 +438,11 @@ def bootstrap_ci(
                                     vectorized=True, rng=np.random.default_rng(seed))
             lo[cols] = res.confidence_interval.low
             hi[cols] = res.confidence_interval.high
-            # a constant column has a zero-width interval (scipy may return NaN there)
-            const = np.all(sub == sub[:1], axis=0)
-            lo[cols[const]] = hi[cols[const]] = sub[0, const]
+        # a constant column has a zero-width interval (scipy may return NaN there)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            const = np.nanmax(sub, axis=0) == np.nanmin(sub, axis=0)
+        lo[cols[const]] = hi[cols[const]] = mean[cols[const]]
     if scalar:
         return float(mean[0]), float(lo[0]), float(hi[0])
     return mean, lo, hi
@@ -161,8 +463,6 @@ def curve_band(curves: Sequence[Sequence[float]], **kw: Any) -> dict[str, np.nda
     mean, lo, hi = bootstrap_ci(a, **kw)
     return {"step": np.arange(n), "mean": mean, "lo": lo, "hi": hi, "n": np.isfinite(a).sum(axis=0)}
 
-
-# ----------------------------------------------------------------------------- per-run summaries
 
 def moving_average(x: Sequence[float], window: int) -> np.ndarray:
     """Trailing moving average m_t = mean(x_{t-w+1..t}) over the finite values (shorter at the start)."""
@@ -190,60 +490,6 @@ def final_value(x: Sequence[float], frac: float = 0.1, min_steps: int = 3) -> fl
     return float(tail.mean()) if tail.size else float("nan")
 
 
-def steps_to_threshold(x: Sequence[float], threshold: float, *, window: int = 5,
-                       steps: Sequence[float] | None = None) -> float:
-    """First step at which the trailing moving average (``window``) reaches ``threshold``.
-
-    Returns ``steps[t]`` (default t, counting from 0) of the first such t, or +inf when the
-    run never gets there (censored: it needed more than its budget).
-    """
-    m = moving_average(x, window)
-    hit = np.flatnonzero(np.nan_to_num(m, nan=-np.inf) >= threshold)
-    if hit.size == 0:
-        return float("inf")
-    t = int(hit[0])
-    return float(steps[t]) if steps is not None else float(t)
-
-
-def grad_spikes(g: Sequence[float], factor: float = 10.0) -> int:
-    """Number of steps whose gradient norm exceeds ``factor`` x the run's median norm.
-
-    Non-finite norms are not counted here (they are NaN steps, counted separately).
-    """
-    a = np.asarray(g, dtype=float)
-    a = a[np.isfinite(a)]
-    if a.size == 0:
-        return 0
-    med = float(np.median(a))
-    if med <= 0:
-        return int((a > 0).sum()) if factor > 0 else 0
-    return int((a > factor * med).sum())
-
-
-def is_collapsed(x: Sequence[float], *, window: int = 5, drop: float = 0.5, min_gain: float = 0.1) -> bool:
-    """A run collapsed when it fell far below its own best, or ended non-finite.
-
-    With m the trailing moving average (``window``), peak = max(m): collapsed iff the last value
-    is non-finite, or peak - m_last >= max(min_gain, drop * (peak - m_0)). So a run that learned
-    must lose at least ``drop`` of its gain (and at least ``min_gain``, in reward units, so that
-    noise on a plateau is not a collapse); a run that starts high (a warm start) and sinks by
-    ``min_gain`` or more below its best has collapsed too; a run that never moves has not.
-    """
-    a = np.asarray(x, dtype=float)
-    if a.size == 0:
-        return False
-    if not np.isfinite(a[-1]):
-        return True
-    m = moving_average(a, window)
-    if not np.isfinite(m).any():
-        return False
-    peak = float(np.nanmax(m))
-    first = float(m[np.flatnonzero(np.isfinite(m))[0]])
-    return bool(peak - m[-1] >= max(min_gain, drop * (peak - first)))
-
-
-# ----------------------------------------------------------------------------- effects and tests
-
 def hedges_g(x: Sequence[float], y: Sequence[float]) -> float:
     """Hedges' g = J * (mean x - mean y) / s_pooled, J = 1 - 3 / (4 (n_x + n_y) - 9).
 
@@ -269,471 +515,3 @@ def cliffs_delta(x: Sequence[float], y: Sequence[float]) -> float:
     gt = (a[:, None] > b[None, :]).sum()
     lt = (a[:, None] < b[None, :]).sum()
     return float((gt - lt) / (a.size * b.size))
-
-
-@dataclass
-class Comparison:
-    """One variant against the baseline on one per-run summary (x = variant, y = baseline)."""
-
-    metric: str
-    variant: str
-    baseline: str
-    cell: str
-    n_x: int
-    n_y: int
-    mean_x: float
-    mean_y: float
-    median_x: float
-    median_y: float
-    diff: float
-    hedges_g: float
-    cliffs_delta: float
-    test: str
-    p_value: float
-    min_attainable_p: float = float("nan")
-    p_adjusted: float = float("nan")
-    higher_is_better: bool = True
-    verdict: str = ""
-    note: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _perm_min_p(n_x: int, n_y: int) -> float:
-    # the smallest two-sided p an exact permutation test can give: 2 / C(n_x + n_y, n_x)
-    return min(1.0, 2.0 / math.comb(n_x + n_y, n_x))
-
-
-def compare(x: Sequence[float], y: Sequence[float], *, metric: str = "", variant: str = "",
-            baseline: str = "", cell: str = "", higher_is_better: bool = True,
-            test: str = "auto") -> Comparison:
-    """Compare samples x (variant) and y (baseline), one value per seed.
-
-    test: "auto" (Mann-Whitney U if any value is infinite, i.e. censored; else permutation),
-    "permutation" (difference in means, exact when C(n_x+n_y, n_x) <= 50 000, else 20 000
-    random permutations), "mannwhitney", "welch". Identical samples (the same multiset, e.g.
-    an on-policy control where every p must give the same run) get p = 1 and test "identical".
-    NaN values are dropped first. Fewer than 2 values on either side: p = NaN, test "n<2".
-    """
-    a = np.asarray(x, float)
-    b = np.asarray(y, float)
-    a, b = a[~np.isnan(a)], b[~np.isnan(b)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mx, my = (float(np.mean(a)) if a.size else float("nan")), (float(np.mean(b)) if b.size else float("nan"))
-        medx, medy = (float(np.median(a)) if a.size else float("nan")), (float(np.median(b)) if b.size else float("nan"))
-        diff = mx - my if np.isfinite(mx) and np.isfinite(my) else medx - medy
-    c = Comparison(metric, variant, baseline, cell, int(a.size), int(b.size), mx, my, medx, medy,
-                   float(diff), hedges_g(a, b), cliffs_delta(a, b), "", float("nan"),
-                   higher_is_better=higher_is_better)
-    if a.size < 2 or b.size < 2:
-        c.test = "n<2"
-        return c
-    if a.size == b.size and np.array_equal(np.sort(a), np.sort(b)):
-        c.test, c.p_value, c.min_attainable_p = "identical", 1.0, 0.0
-        return c
-    censored = not (np.isfinite(a).all() and np.isfinite(b).all())
-    kind = test if test != "auto" else ("mannwhitney" if censored else "permutation")
-    if kind == "permutation" and censored:
-        raise ValueError(f"{metric}: a permutation test of means needs finite values; use mannwhitney")
-    if kind == "permutation":
-        exact = math.comb(a.size + b.size, a.size) <= 50_000
-        res = sps.permutation_test(
-            (a, b), lambda u, v, axis: np.mean(u, axis=axis) - np.mean(v, axis=axis),
-            permutation_type="independent", alternative="two-sided", vectorized=True,
-            n_resamples=np.inf if exact else 20_000, rng=np.random.default_rng(_RNG_SEED))
-        c.test = "permutation (exact)" if exact else "permutation (20000)"
-        c.p_value = float(min(1.0, res.pvalue))
-        c.min_attainable_p = _perm_min_p(a.size, b.size) if exact else 1 / 20_001
-    elif kind == "mannwhitney":
-        res = sps.mannwhitneyu(a, b, alternative="two-sided", method="auto")
-        c.test = "Mann-Whitney U"
-        c.p_value = float(res.pvalue)
-        c.min_attainable_p = _perm_min_p(a.size, b.size)
-    elif kind == "welch":
-        res = sps.ttest_ind(a, b, equal_var=False)
-        c.test = "Welch t"
-        c.p_value = float(res.pvalue)
-        c.min_attainable_p = 0.0
-    else:
-        raise ValueError(f"test must be auto, permutation, mannwhitney or welch, got {test!r}")
-    return c
-
-
-def compare_spread(x: Sequence[float], y: Sequence[float], **kw: Any) -> Comparison:
-    """Spread across seeds: Brown-Forsythe test (scipy.stats.levene, center='median').
-
-    ``diff`` is std(x) - std(y) (ddof 1); lower spread is better (higher_is_better=False).
-    """
-    a, b = np.asarray(x, float), np.asarray(y, float)
-    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-    sx = float(a.std(ddof=1)) if a.size > 1 else float("nan")
-    sy = float(b.std(ddof=1)) if b.size > 1 else float("nan")
-    c = Comparison(kw.get("metric", "spread"), kw.get("variant", ""), kw.get("baseline", ""),
-                   kw.get("cell", ""), int(a.size), int(b.size), sx, sy, sx, sy, sx - sy,
-                   float("nan"), float("nan"), "Brown-Forsythe", float("nan"), higher_is_better=False)
-    if a.size < 2 or b.size < 2:
-        c.test = "n<2"
-        return c
-    if a.size == b.size and np.array_equal(np.sort(a), np.sort(b)):
-        c.test, c.p_value = "identical", 1.0
-        return c
-    if np.ptp(a) == 0 and np.ptp(b) == 0:
-        c.p_value = 1.0  # both constant: no spread to compare
-        return c
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        c.p_value = float(sps.levene(a, b, center="median").pvalue)
-    if not math.isfinite(c.p_value):
-        c.p_value = 1.0
-    return c
-
-
-def compare_counts(k_x: int, n_x: int, k_y: int, n_y: int, **kw: Any) -> Comparison:
-    """Counts of events (e.g. collapsed runs) k of n: Fisher's exact test, two-sided.
-
-    ``mean_*`` are the rates k/n; lower is better (higher_is_better=False).
-    """
-    rx, ry = (k_x / n_x if n_x else float("nan")), (k_y / n_y if n_y else float("nan"))
-    c = Comparison(kw.get("metric", "count"), kw.get("variant", ""), kw.get("baseline", ""),
-                   kw.get("cell", ""), n_x, n_y, rx, ry, rx, ry, rx - ry, float("nan"),
-                   float("nan"), "Fisher exact", float("nan"), higher_is_better=False)
-    if n_x == 0 or n_y == 0:
-        c.test = "n<2"
-        return c
-    c.p_value = float(sps.fisher_exact([[k_x, n_x - k_x], [k_y, n_y - k_y]]).pvalue)
-    return c
-
-
-def interaction_test(diffs: dict[str, Sequence[float]]) -> tuple[str, float]:
-    """Does an effect change with a factor? Test whether per-seed differences (variant minus
-    baseline, same seed) have the same distribution at every level of the factor.
-
-    2 levels: two-sided permutation test of the difference of the mean differences (exact when
-    C(n1 + n2, n1) <= 50 000); 3 or more: Kruskal-Wallis H. Returns (test name, p-value);
-    ("identical", 1.0) when every level has the same multiset of differences, ("n<2", NaN) when a
-    level has fewer than 2 differences.
-    """
-    groups = [np.asarray(v, float) for v in diffs.values()]
-    groups = [g[np.isfinite(g)] for g in groups]
-    if len(groups) < 2 or any(g.size < 2 for g in groups):
-        return "n<2", float("nan")
-    if all(g.size == groups[0].size and np.array_equal(np.sort(g), np.sort(groups[0])) for g in groups):
-        return "identical", 1.0
-    if len(groups) == 2:
-        c = compare(groups[0], groups[1], test="permutation")
-        return c.test, c.p_value
-    return "Kruskal-Wallis", float(sps.kruskal(*groups).pvalue)
-
-
-def holm(pvalues: Sequence[float]) -> np.ndarray:
-    """Holm's step-down adjusted p-values (family-wise error control, any dependence).
-
-    With the m finite p-values sorted p_(1) <= ... <= p_(m):
-    p~_(i) = min(1, max_{j <= i} (m - j + 1) p_(j)). NaN entries stay NaN and do not count in m.
-    Reject H_(i) at level alpha iff p~_(i) <= alpha. Reference: Holm (1979).
-    """
-    p = np.asarray(pvalues, dtype=float)
-    out = np.full(p.shape, np.nan)
-    ok = np.flatnonzero(~np.isnan(p))
-    if ok.size == 0:
-        return out
-    if ((p[ok] < 0) | (p[ok] > 1)).any():
-        raise ValueError(f"p-values must lie in [0, 1], got {p[ok]}")
-    m = ok.size
-    order = ok[np.argsort(p[ok], kind="stable")]
-    adj = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
-    out[order] = adj
-    return out
-
-
-def verdict(c: Comparison, alpha: float = 0.05) -> str:
-    """"better" / "worse" than the baseline when Holm-adjusted p <= alpha, else "not separated"
-    ("identical" when the samples coincide; "too few runs" when untestable)."""
-    if c.test == "identical":
-        return "identical"
-    if not math.isfinite(c.p_adjusted):
-        return "too few runs"
-    if c.p_adjusted > alpha:
-        return "not separated"
-    up = c.diff > 0 if math.isfinite(c.diff) else c.cliffs_delta > 0
-    return "better" if up == c.higher_is_better else "worse"
-
-
-# ----------------------------------------------------------------------------- study analysis
-
-def metric_series(record: dict[str, Any], name: str) -> np.ndarray | None:
-    """A run's per-step values of a canonical metric (see METRIC_ALIASES), or None if absent."""
-    cols = record.get("metrics", {})
-    for key in METRIC_ALIASES.get(name, (name,)):
-        if key in cols:
-            v = cols[key]
-            if v and isinstance(v[0], list):
-                return None
-            return np.array([np.nan if e is None else float(e) for e in v], dtype=float)
-    return None
-
-
-def run_summary(record: dict[str, Any], *, metric: str = "reward", threshold: float | None = None,
-                spike_factor: float = 10.0) -> dict[str, float]:
-    """Per-run scalars: final, auc (mean over all steps), steps_to_threshold, collapsed,
-    grad_spikes, nan_steps, clip_low/high (means), kl (median over steps), ratio_* (means of the per-step
-    sequence-ratio statistics), log_ratio_spread (mean of log max - log min), final_p,
-    sec_per_step, steps."""
-    r = metric_series(record, metric)
-    if r is None:
-        raise ValueError(f"run {record.get('run_id')}: no metric {metric!r} among "
-                         f"{sorted(record.get('metrics', {}))}")
-    out: dict[str, float] = {"steps": float(r.size), "final": final_value(r)}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        out["auc"] = float(np.nanmean(r)) if r.size else float("nan")
-        out["start"] = float(np.nanmean(r[: max(1, min(3, r.size))])) if r.size else float("nan")
-    out["steps_to_threshold"] = steps_to_threshold(r, threshold) if threshold is not None else float("nan")
-    out["collapsed"] = float(is_collapsed(r))
-    g = metric_series(record, "grad_norm")
-    out["grad_spikes"] = float(grad_spikes(g, spike_factor)) if g is not None else float("nan")
-    nf = metric_series(record, "nonfinite")
-    loss = metric_series(record, "loss")
-    if nf is not None:
-        out["nan_steps"] = float(np.nansum(nf))  # skipped updates (bools count 1)
-    elif loss is not None:
-        out["nan_steps"] = float((~np.isfinite(loss)).sum())
-    else:
-        out["nan_steps"] = float("nan")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        for key in ("clip_low", "clip_high", "kl_ref", "ratio_mean", "ratio_min", "ratio_max", "entropy"):
-            s = metric_series(record, key)
-            out[key] = float(np.nanmean(s)) if s is not None and s.size else float("nan")
-        # KL estimates are heavy-tailed (one far off-policy step dominates a mean): the median
-        s = metric_series(record, "kl")
-        out["kl"] = float(np.nanmedian(s)) if s is not None and np.isfinite(s).any() else float("nan")
-        lo, hi = metric_series(record, "ratio_min"), metric_series(record, "ratio_max")
-        if lo is not None and hi is not None:
-            out["log_ratio_spread"] = float(np.nanmean(np.log(np.maximum(hi, 1e-300)) - np.log(np.maximum(lo, 1e-300))))
-        else:
-            out["log_ratio_spread"] = float("nan")
-        p = metric_series(record, "p")
-        out["final_p"] = float(p[np.isfinite(p)][-1]) if p is not None and np.isfinite(p).any() else float("nan")
-        st = metric_series(record, "step_time")
-        if st is not None and np.isfinite(st).any():
-            out["sec_per_step"] = float(np.nanmedian(st))
-        else:
-            out["sec_per_step"] = float(record.get("wall_s", float("nan"))) / max(1.0, r.size)
-    return out
-
-
-@dataclass
-class VariantSummary:
-    """Aggregates over seeds for one variant in one cell (condition)."""
-
-    cell: str
-    variant: str
-    n: int
-    seeds: list[int]
-    final_mean: float
-    final_lo: float
-    final_hi: float
-    final_std: float
-    auc_mean: float
-    auc_lo: float
-    auc_hi: float
-    steps_to_threshold_median: float
-    reached: int
-    collapsed: int
-    grad_spikes: float
-    nan_steps: float
-    clip_low: float
-    clip_high: float
-    kl: float
-    ratio_mean: float
-    log_ratio_spread: float
-    final_p_mean: float
-    sec_per_step: float
-    threshold: float
-    stopped: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class Analysis:
-    """Everything the report needs: per-run scalars, per-variant summaries, comparisons, curves."""
-
-    study: str
-    metric: str
-    baseline: str | None
-    cells: list[str]
-    cell_factors: dict[str, dict[str, str]]
-    variants: dict[str, list[str]]                       # cell -> variants (spec order)
-    runs: list[dict[str, Any]]                           # per-run scalars + labels
-    summaries: list[VariantSummary]
-    comparisons: list[Comparison]
-    curves: dict[tuple[str, str], dict[str, np.ndarray]]  # (cell, variant) -> band of the metric
-    kl_curves: dict[tuple[str, str], dict[str, np.ndarray]]
-    p_curves: dict[tuple[str, str], dict[str, np.ndarray]]
-    ratio_samples: dict[tuple[str, str], dict[str, np.ndarray]]  # per-step ratio min/max pooled
-    failed: list[str] = field(default_factory=list)
-    alpha: float = 0.05
-
-
-def analyze(records: Sequence[dict[str, Any]], *, study: str = "", metric: str = "reward",
-            baseline: str | None = "p=0", threshold: float | None = None, alpha: float = 0.05,
-            min_seeds: int = 5, variant_order: Sequence[str] | None = None) -> Analysis:
-    """Group finished runs by (cell, variant), summarize, and compare each variant with the
-    baseline in its cell. Failed runs are listed, not analysed.
-
-    ``threshold``: the reward counted as "reached" for sample efficiency; default per cell:
-    start + 0.8 x (best variant's mean final reward - start), start = the mean reward of the
-    first 3 steps over the cell's runs (reachable by some variant); none when no variant ends
-    above the start.
-    Comparisons are made only where both sides have at least ``min_seeds`` runs.
-    """
-    ok = [r for r in records if r.get("status") != "failed"]
-    for rec in ok:
-        if metric_series(rec, metric) is None:
-            raise ValueError(f"run {rec.get('run_id')}: no metric {metric!r} (looked for "
-                             f"{list(METRIC_ALIASES.get(metric, (metric,)))}); it has {sorted(rec.get('metrics', {}))}")
-    failed = sorted(r["run_id"] for r in records if r.get("status") == "failed")
-    groups: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    cell_factors: dict[str, dict[str, str]] = {}
-    for rec in ok:
-        cell = _cell_label(rec.get("cell", {}))
-        cell_factors[cell] = dict(rec.get("cell", {}))
-        groups.setdefault(cell, {}).setdefault(rec["variant"], []).append(rec)
-    order = {v: i for i, v in enumerate(variant_order or [])}
-    cells = sorted(groups, key=lambda c: _cell_sort_key(cell_factors[c]))
-    variants = {c: sorted(groups[c], key=lambda v: (order.get(v, len(order)), _variant_sort_key(v)))
-                for c in cells}
-
-    runs: list[dict[str, Any]] = []
-    summaries: list[VariantSummary] = []
-    comparisons: list[Comparison] = []
-    curves, kl_curves, p_curves, ratio_samples = {}, {}, {}, {}
-    for cell in cells:
-        # threshold of this cell, from the variants' final rewards
-        finals = {v: [final_value(metric_series(rec, metric)) for rec in groups[cell][v]] for v in variants[cell]}
-        if threshold is not None:
-            thr = float(threshold)
-        else:
-            # 80% of the way from where runs start to the best variant's final level; undefined
-            # (no sample-efficiency measure) when no variant ends above its start
-            best = max((np.nanmean(f) for f in finals.values() if np.isfinite(f).any()), default=float("nan"))
-            starts = [np.nanmean(metric_series(rec, metric)[:3]) for v in variants[cell] for rec in groups[cell][v]]
-            start = float(np.nanmean(starts)) if starts else float("nan")
-            thr = float(start + 0.8 * (best - start)) if np.isfinite(best) and best > start else float("nan")
-        per_variant: dict[str, list[dict[str, float]]] = {}
-        for v in variants[cell]:
-            recs = sorted(groups[cell][v], key=lambda r: r.get("seed", 0))
-            rows = []
-            for rec in recs:
-                s = run_summary(rec, metric=metric, threshold=thr if np.isfinite(thr) else None)
-                rows.append(s)
-                runs.append({"cell": cell, "variant": v, "seed": rec.get("seed"), "run_id": rec["run_id"],
-                             "status": rec.get("status", "ok"), **cell_factors[cell], **s})
-            per_variant[v] = rows
-            curves[(cell, v)] = curve_band([metric_series(r, metric) for r in recs])
-            kls = [metric_series(r, "kl") for r in recs]
-            if all(k is not None for k in kls):
-                kl_curves[(cell, v)] = curve_band(kls)
-            ps = [metric_series(r, "p") for r in recs]
-            if all(p is not None for p in ps):
-                p_curves[(cell, v)] = curve_band(ps)
-            lo = [metric_series(r, "ratio_min") for r in recs]
-            hi = [metric_series(r, "ratio_max") for r in recs]
-            mid = [metric_series(r, "ratio_mean") for r in recs]
-            if all(x is not None for x in lo + hi):
-                ratio_samples[(cell, v)] = {
-                    "min": np.concatenate(lo), "max": np.concatenate(hi),
-                    "mean": np.concatenate(mid) if all(x is not None for x in mid) else np.array([])}
-            col = {k: np.array([row[k] for row in rows]) for k in rows[0]}
-            fm, flo, fhi = bootstrap_ci(col["final"])
-            am, alo, ahi = bootstrap_ci(col["auc"])
-            stt = col["steps_to_threshold"]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                summaries.append(VariantSummary(
-                    cell=cell, variant=v, n=len(rows), seeds=[r.get("seed") for r in recs],
-                    final_mean=fm, final_lo=flo, final_hi=fhi,
-                    final_std=float(np.nanstd(col["final"], ddof=1)) if len(rows) > 1 else float("nan"),
-                    auc_mean=am, auc_lo=alo, auc_hi=ahi,
-                    steps_to_threshold_median=float(np.median(stt)) if np.isfinite(thr) else float("nan"),
-                    reached=int(np.isfinite(stt).sum()), collapsed=int(np.nansum(col["collapsed"])),
-                    grad_spikes=float(np.nansum(col["grad_spikes"])), nan_steps=float(np.nansum(col["nan_steps"])),
-                    clip_low=float(np.nanmean(col["clip_low"])), clip_high=float(np.nanmean(col["clip_high"])),
-                    kl=float(np.nanmean(col["kl"])), ratio_mean=float(np.nanmean(col["ratio_mean"])),
-                    log_ratio_spread=float(np.nanmean(col["log_ratio_spread"])),
-                    final_p_mean=float(np.nanmean(col["final_p"])),
-                    sec_per_step=float(np.nanmedian(col["sec_per_step"])), threshold=thr,
-                    stopped=sum(1 for r in recs if r.get("status") not in ("ok", None)),
-                ))
-        # comparisons against the baseline in this cell; Holm within (cell, metric)
-        if baseline is None or baseline not in per_variant:
-            continue
-        base = per_variant[baseline]
-        fam: dict[str, list[Comparison]] = {}
-        for v in variants[cell]:
-            if v == baseline:
-                continue
-            rows = per_variant[v]
-            if len(rows) < min_seeds or len(base) < min_seeds:
-                continue
-            kw = dict(variant=v, baseline=baseline, cell=cell)
-            x = {k: np.array([r[k] for r in rows]) for k in rows[0]}
-            y = {k: np.array([r[k] for r in base]) for k in base[0]}
-            cs = [compare(x["final"], y["final"], metric="final", **kw),
-                  compare(x["auc"], y["auc"], metric="auc", **kw),
-                  compare_spread(x["final"], y["final"], metric="final_spread", **kw),
-                  compare_counts(int(np.nansum(x["collapsed"])), len(rows), int(np.nansum(y["collapsed"])),
-                                 len(base), metric="collapsed", **kw)]
-            if np.isfinite(thr):
-                cs.append(compare(x["steps_to_threshold"], y["steps_to_threshold"], metric="steps_to_threshold",
-                                  higher_is_better=False, test="mannwhitney", **kw))
-            for c in cs:
-                fam.setdefault(c.metric, []).append(c)
-        for m, cs in fam.items():
-            adj = holm([c.p_value for c in cs])
-            for c, pa in zip(cs, adj):
-                c.p_adjusted = float(pa) if c.test != "identical" else 1.0
-                c.verdict = verdict(c, alpha)
-                if c.verdict == "not separated" and c.min_attainable_p * len(cs) > alpha:
-                    c.note = (f"with {c.n_x} vs {c.n_y} runs the smallest attainable Holm-adjusted p is "
-                              f"{min(1.0, c.min_attainable_p * len(cs)):.3g} > {alpha}: more seeds are needed "
-                              "to separate anything here")
-            comparisons.extend(cs)
-    return Analysis(study=study, metric=metric, baseline=baseline, cells=cells, cell_factors=cell_factors,
-                    variants=variants, runs=runs, summaries=summaries, comparisons=comparisons,
-                    curves=curves, kl_curves=kl_curves, p_curves=p_curves, ratio_samples=ratio_samples,
-                    failed=failed, alpha=alpha)
-
-
-def _cell_label(cell: dict[str, str]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in cell.items()) or "all"
-
-
-def _num(s: str) -> tuple[int, float | str]:
-    try:
-        return (0, float(s))
-    except (TypeError, ValueError):
-        return (1, str(s))
-
-
-def _cell_sort_key(cell: dict[str, str]) -> tuple:
-    return tuple((k, _num(v)) for k, v in cell.items())
-
-
-def _variant_sort_key(v: str) -> tuple:
-    # power means by decreasing p (arithmetic ... harmonic ...), then the named variants in the
-    # order of rl.studies.spec.VARIANTS
-    from rl.studies.spec import VARIANTS
-
-    if v.startswith("p="):
-        try:
-            return (0, -float(v[2:]), v)
-        except ValueError:
-            pass
-    names = list(VARIANTS)
-    return (1, float(names.index(v)) if v in names else float(len(names)), v)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from proofs import BY_ID, CLAIMS, VERDICTS, CheckOutcome, Claim, Status, resolve
-from proofs.claims import REQUIRED
+from proofs.claims import REQUIRED, StudyFindings
 from proofs.core import TheoremResult
 
 from rl.ledger_checks import CHECKS as LEDGER_CHECKS
@@ -30,7 +30,8 @@ def test_every_seed_has_claims_and_fields_are_valid():
         if c.verdict == "proved":
             assert c.theorem_ids(), f"{c.id}: verdict proved needs a theorem"
         if c.verdict in ("refuted", "conditional"):
-            assert c.theorem_ids() or c.checks(), f"{c.id}: verdict {c.verdict} needs a theorem or a check"
+            assert c.theorem_ids() or c.checks() or c.citations(), \
+                f"{c.id}: verdict {c.verdict} needs a theorem, a check or a citation"
         if c.verdict == "measured":
             assert c.studies(), c.id
     for seed in ("000", "001", "002"):
@@ -85,64 +86,78 @@ def _passing(derivations):
     return [TheoremResult(th, derivations[tid], None, 0.0, 0.0) for tid, th in BY_ID.items()]
 
 
-def _finding(fid: str, verdict: str, study: str = "toy", fig: str | None = "figures/f.png") -> dict:
-    """One entry as rl.studies.report.ledger_evidence writes it (made up here, not copied from a run)."""
-    return {"id": fid, "study": study, "verdict": verdict, "claim": f"claim of {fid}",
-            "figure": f"{study}/{fig}" if fig else None, "link": f"{study}/{fig}" if fig else f"{study}/README.md",
-            "p_values": [0.0123, 0.004], "effect": "Hedges' g -1.5", "summary": f"Holm p = 0.0123, Hedges' g -1.5 ({fid})"}
+def _doc(study: str, *findings: tuple) -> dict:
+    """A findings.json document of one study (format hmpo-findings/2), findings made up here:
+    (id, verdict, outcome[, figure]) each, with one primary test at Holm p 0.0123."""
+    out = []
+    for fid, verdict, outcome, *fig in findings:
+        test = {"role": "primary", "p_adjusted": 0.0123, "cell": "c", "endpoint": "auc"}
+        out.append({"id": fid, "kind": "comparison", "claim": f"claim of {fid}", "study": study, "verdict": verdict,
+                    "outcome": outcome, "summary": f"key: auc -0.04 [95% CI -0.05, -0.03], Holm p = 0.0123 ({fid})",
+                    "figure": fig[0] if fig else "figures/f.png", "tests": [test, {**test, "role": "secondary"}]})
+    return {"format": "hmpo-findings/2", "study": study, "findings": out}
+
+
+def _studies(*docs, reports_dir=None):
+    return {d["study"]: StudyFindings.from_document(d, reports_dir) for d in docs}
 
 
 def test_measured_claims_take_direction_p_values_and_figure_from_the_findings(derivations, tmp_path):
     from proofs.report import claims_markdown
     from proofs.runner import VerifyResults
 
-    studies = {
-        "stability": {"findings": [_finding("hmpo-more-stable-than-gspo", "not separated"),
-                                   _finding("not-a-ledger-finding", "supported")],
-                      "reports_dir": str(tmp_path / "reports")},
-        "sample-efficiency": {"findings": [_finding("hmpo-sample-efficiency-vs-gspo", "refuted"),
-                                           _finding("hmpo-sample-efficiency-vs-gspo", "supported", study="other")],
-                              "reports_dir": str(tmp_path / "reports")},
-        "cost-of-means": {"findings": [_finding("cost-of-the-means", "measured", fig=None)]},
-    }
+    reports = str(tmp_path / "reports")
+    studies = _studies(
+        _doc("toy", ("hmpo-more-stable-than-gspo", "equivalent", "no effect beyond the margin"),
+             ("not-a-ledger-finding", "better", "supported"),
+             ("hmpo-sample-efficiency-vs-gspo", "worse", "contradicted"),
+             ("cost-of-the-means", "descriptive", "descriptive", None)),
+        _doc("other", ("hmpo-sample-efficiency-vs-gspo", "inconclusive", "inconclusive")), reports_dir=reports)
     led = {c["id"]: c for c in resolve(_passing(derivations), studies)}
     c15 = led["C000-15"]
-    assert (c15["verdict"], c15["ok"], c15["direction"]) == ("measured", True, "not separated (toy)")
+    assert (c15["verdict"], c15["ok"]) == ("measured", True)
+    assert c15["direction"] == "no effect beyond the margin: equivalent (toy)"
     assert [e["id"] for e in c15["measured"]] == ["hmpo-more-stable-than-gspo"]   # the unrelated finding is not used
-    assert c15["measured"][0]["p_values"] == [0.0123, 0.004]
-    assert led["C000-16"]["direction"] == "refuted (toy); supported (other)"       # each study keeps its own word
-    assert led["C001-12"]["verdict"] == "measured" and led["C001-12"]["direction"] == "descriptive, no test (toy)"
-    # the stability study ran, but without the findings C000-04 needs: open, and the note says which
+    assert c15["measured"][0]["p_values"] == [0.0123]                             # primary tests only
+    assert led["C000-16"]["direction"] == "contradicted: worse (toy); inconclusive (other)"   # each study its word
+    assert led["C001-12"]["verdict"] == "measured" and led["C001-12"]["direction"] == "descriptive (toy)"
+    # the studies ran, but without the findings C000-04 needs: open, and the note says which
     assert led["C000-04"]["verdict"] == "open" and "arithmetic-less-stable-than-gspo" in led["C000-04"]["pending"]
-    assert "produced none" in led["C000-04"]["pending"]
-    # a study that did not run leaves its claims open, naming what would settle them
-    assert led["C000-17"]["verdict"] == "open" and "off-policy-degree" in led["C000-17"]["pending"]
-    assert "did not run" in led["C000-17"]["pending"] and not led["C000-17"]["measured"]
+    assert "did not produce" in led["C000-04"]["pending"]
     # theorem-backed verdicts are untouched
     assert led["C000-38"]["verdict"] == "proved" and not led["C000-38"]["measured"]
 
     res = VerifyResults([], list(led.values()), 0, 0.0)
     md = claims_markdown(res, tmp_path / "reports")
     row15 = next(ln for ln in md.splitlines() if ln.startswith("| C000-15 "))
-    assert "**measured**: not separated (toy)" in row15
+    assert "**measured**: no effect beyond the margin: equivalent (toy)" in row15
     assert "[figure](toy/figures/f.png)" in row15 and "Holm p = 0.0123" in row15
     # written elsewhere, the link still points at the figure
-    md_up = claims_markdown(res, tmp_path)
-    assert "[figure](reports/toy/figures/f.png)" in md_up
+    assert "[figure](reports/toy/figures/f.png)" in claims_markdown(res, tmp_path)
     row_cost = next(ln for ln in md.splitlines() if ln.startswith("| C001-12 "))
-    assert "descriptive, no test" in row_cost and "(toy/README.md)" in row_cost
-    row17 = next(ln for ln in md.splitlines() if ln.startswith("| C000-17 "))
-    assert "**open** (declared measured)" in row17 and "did not run" in row17
+    assert "descriptive" in row_cost and "(toy/README.md)" in row_cost
+    # no study at all: open, naming what would settle it
+    (c17,) = [c for c in resolve(_passing(derivations), {}) if c["id"] == "C000-17"]
+    assert c17["verdict"] == "open" and "off-policy-degree" in c17["pending"] and "did not run" in c17["pending"]
+
+
+def test_study_findings_are_read_by_schema_never_guessed(derivations):
+    doc = _doc("toy", ("hmpo-more-stable-than-gspo", "better", "supported"))
+    with pytest.raises(ValueError, match="hmpo-findings/2"):
+        StudyFindings.from_document({**doc, "format": "hmpo-findings/1"})
+    del doc["findings"][0]["outcome"]
+    with pytest.raises(ValueError, match="outcome"):
+        StudyFindings.from_document(doc)
+    bad = _doc("toy", ("hmpo-more-stable-than-gspo", "proved", "proved"))   # a study never proves
+    with pytest.raises(ValueError, match="'proved'"):
+        StudyFindings.from_document(bad)
+    with pytest.raises(ValueError, match="StudyFindings"):
+        resolve(_passing(derivations), {"toy": {"findings": []}})
 
 
 def test_a_study_never_proves(derivations):
     results = _passing(derivations)
-    bad = {"stability": {"findings": [_finding("hmpo-more-stable-than-gspo", "proved")]}}
-    with pytest.raises(ValueError, match="'proved'"):
-        resolve(results, bad)
-    with pytest.raises(ValueError, match="findings"):
-        resolve(results, {"stability": {"findings": "supported"}})
-    good = {"stability": {"findings": [_finding("hmpo-more-stable-than-gspo", "supported")]}}
+    good = _studies(_doc("toy", ("hmpo-more-stable-than-gspo", "better", "supported")))
     # a claim declared proved on study evidence alone is not backed: open, whatever the study says
     by_study = Claim("X-2", "c", "000 notes / x", "proved", ("study: stability",), findings=("hmpo-more-stable-than-gspo",))
     (r,) = resolve(results, good, claims=[by_study])
@@ -151,21 +166,41 @@ def test_a_study_never_proves(derivations):
     cond = Claim("X-3", "c", "000 notes / x", "conditional", ("T10-on-policy", "study: stability"),
                  findings=("hmpo-more-stable-than-gspo",))
     (r,) = resolve(results, good, claims=[cond])
-    assert r["verdict"] == "conditional" and r["measured"][0]["verdict"] == "supported"
-    # "not measured" findings count as absent
-    (r,) = resolve(results, {"stability": {"findings": [_finding("hmpo-more-stable-than-gspo", "not measured")]}},
-                   claims=[next(c for c in CLAIMS if c.id == "C000-15")])
-    assert r["verdict"] == "open" and not r["measured"]
+    assert r["verdict"] == "conditional" and r["measured"][0]["verdict"] == "better"
+    # a citation backs a refutation (a literature claim), never a proof
+    cited = Claim("X-4", "c", "002 report / x", "refuted", ("cite: someone's repository",))
+    assert resolve(results, {}, claims=[cited])[0]["verdict"] == "refuted"
+    assert resolve(results, {}, claims=[Claim("X-5", "c", "x / y", "proved", ("cite: a paper",))])[0]["verdict"] == "open"
 
 
 def test_measured_claim_falls_to_open_when_its_theorem_fails(derivations):
     """C000-17 leans on T10 (on-policy equivalence): a study cannot carry it if T10 broke."""
     results = [TheoremResult(th, None if tid == "T10-on-policy" else derivations[tid], None, 0.0, 0.0,
                              "broken on purpose" if tid == "T10-on-policy" else None) for tid, th in BY_ID.items()]
-    studies = {"off-policy-degree": {"findings": [_finding("off-policy-degree-effect", "supported")]}}
+    studies = _studies(_doc("toy", ("off-policy-degree-effect", "better", "supported")))
     led = {c["id"]: c for c in resolve(results, studies)}
     assert led["C000-17"]["verdict"] == "open" and not led["C000-17"]["ok"]
     assert led["C000-17"]["broken_evidence"] == ["T10-on-policy"]
+
+
+def test_the_issue_11_ledger_rows(derivations):
+    by_id = {c.id: c for c in CLAIMS}
+    # verdicts that said more than their evidence
+    assert by_id["C000-32"].verdict == "open"                                   # a design question, T12 only locates
+    assert by_id["C002-11"].verdict == "measured" and "T13-learnable-p" in by_id["C002-11"].evidence
+    assert by_id["C000-30"].verdict == "conditional" and "payoffs" in by_id["C000-30"].note
+    assert by_id["C000-11"].verdict == by_id["C001-09"].verdict == "measured"
+    # settled by citation
+    c15 = by_id["C002-15"]
+    assert c15.verdict == "refuted" and any("callsys/GMPO" in e for e in c15.citations())
+    assert any("2605.12058" in e for e in c15.citations())
+    (r,) = resolve(_passing(derivations), {}, claims=[c15])
+    assert r["verdict"] == "refuted" and r["ok"]
+    # the seed claims that were missing, each measured by a finding or saying which study will answer it
+    added = {c.id: c for c in CLAIMS if c.id in ("C000-41", "C000-42", "C000-43", "C000-44", "C000-45", "C002-16")}
+    assert len(added) == 6
+    for c in added.values():
+        assert c.findings or ("issue" in c.note and c.verdict == "open"), c.id
 
 
 def test_declared_measured_claims_name_their_findings_and_stay_open_in_verify(verify_json):
