@@ -106,3 +106,84 @@ def test_bad_input_names_the_problem(call, match):
     """Bad pairs and step counts raise a ValueError that names the problem."""
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def _mp_pairs(a, b, steps, step):
+    """The first ``steps`` pairs of a two-number iteration at 60 digits, ordered (upper, lower)."""
+    with mpmath.workdps(60):
+        hi, lo = max(mpmath.mpf(a), mpmath.mpf(b)), min(mpmath.mpf(a), mpmath.mpf(b))
+        out = [(hi, lo)]
+        for _ in range(steps):
+            hi, lo = step(hi, lo)
+            out.append((hi, lo))
+        return out
+
+
+def _agm_step(x, y):
+    return (x + y) / 2, mpmath.sqrt(x * y)
+
+
+@pytest.mark.parametrize("steps", [0, 1, 2, 5, None])
+def test_gauss_agm_limit_and_trace_for_any_steps(steps):
+    """The stated limit is agm(a, b) however many steps the trace shows (steps = 0: 26.2167
+    for (1, 100), not the starting 100); the trace is the iteration itself."""
+    tr = gauss_agm(1.0, 100.0, steps=steps)
+    exact = float(ref.mp_gauss_agm(1.0, 100.0))
+    assert abs(exact - 26.2166887202249) < 1e-12
+    assert abs(tr.limit / exact - 1) <= 4e-15
+    if steps is not None:
+        assert tr.steps == steps and len(tr.upper) == len(tr.lower) == len(tr.gaps) == steps + 1
+        assert tr.converged is (steps >= 6)  # the gap of (1, 100) falls below 4 eps only at step 6
+    for k, (hi, lo) in enumerate(_mp_pairs(1.0, 100.0, tr.steps, _agm_step)):
+        # each step rounds twice (a sum, a square root of a product): about an ulp per step
+        assert abs(tr.upper[k] / float(hi) - 1) <= 4e-16 * (k + 1)
+        assert abs(tr.lower[k] / float(lo) - 1) <= 4e-16 * (k + 1)
+        assert tr.gaps[k] == tr.upper[k] - tr.lower[k]
+
+
+@pytest.mark.parametrize("steps", [0, 1, 3, None])
+def test_arithmetic_harmonic_limit_and_trace_for_any_steps(steps):
+    tr = arithmetic_harmonic_iteration(100.0, 1.0, steps=steps)
+    assert tr.limit == 10.0  # sqrt(a b), correctly rounded
+    exact = ref.mp_arithmetic_harmonic(100.0, 1.0, tr.steps)
+    if steps is not None:
+        assert tr.steps == steps and len(tr.upper) == steps + 1
+    for k, (ak, hk) in enumerate(exact):
+        assert abs(tr.upper[k] / float(max(ak, hk)) - 1) <= 4e-16 * (k + 1)
+        assert abs(tr.lower[k] / float(min(ak, hk)) - 1) <= 4e-16 * (k + 1)
+
+
+def test_arithmetic_harmonic_stops_at_the_relative_tolerance():
+    tr = arithmetic_harmonic_iteration(1.0, 100.0, tol=1e-6)
+    assert tr.converged
+    assert tr.gaps[-1] <= 1e-6 * tr.upper[-1] < tr.gaps[-2]  # the first step within tol, not later
+    assert tr.steps == 7
+
+
+@pytest.mark.parametrize("steps", [0, 1, 3])
+def test_mean_pair_iteration_trace_with_weights_and_mask(steps):
+    """Every iterate, weighted and masked, against the iteration run in mpmath from the
+    weighted (A, H) of the unmasked values; the limit sqrt(A H) even before convergence."""
+    x = np.array([[1.0, 4.0, 0.25, 9.0, 100.0], [2.0, 2.5, 3.0, 50.0, 7.0]])
+    w = np.array([[1.0, 2.0, 0.5, 3.0, 1.0], [0.0, 1.0, 1.0, 2.0, 4.0]])
+    m = np.array([[True, True, True, True, False], [True, True, True, True, True]])
+    res = mean_pair_iteration(torch.tensor(x), steps=steps, weights=torch.tensor(w), mask=torch.tensor(m))
+    assert tuple(res.trace_upper.shape) == (steps + 1, 2)
+    for i in range(2):
+        keep = m[i] & (w[i] > 0)
+        with mpmath.workdps(60):
+            xs = [mpmath.mpf(v) for v in x[i][keep]]
+            ws = [mpmath.mpf(v) for v in w[i][keep]]
+            tot = mpmath.fsum(ws)
+            a = mpmath.fsum(wj * xj for wj, xj in zip(ws, xs)) / tot
+            h = tot / mpmath.fsum(wj / xj for wj, xj in zip(ws, xs))
+            g = mpmath.exp(mpmath.fsum(wj * mpmath.log(xj) for wj, xj in zip(ws, xs)) / tot)
+        exact = ref.mp_arithmetic_harmonic(a, h, steps)
+        for k, (ak, hk) in enumerate(exact):
+            # A and H carry the log-space means' error (a few ulps), then ~an ulp per step
+            assert abs(float(res.trace_upper[k, i]) / float(ak) - 1) <= 1e-14
+            assert abs(float(res.trace_lower[k, i]) / float(hk) - 1) <= 1e-14
+        assert abs(float(res.limit[i]) / float(mpmath.sqrt(a * h)) - 1) <= 1e-14
+        assert abs(float(res.geometric[i]) / float(g) - 1) <= 1e-14
+        assert abs(float(res.arithmetic[i]) / float(a) - 1) <= 1e-14
+        assert abs(float(res.harmonic[i]) / float(h) - 1) <= 1e-14

@@ -420,3 +420,41 @@ def test_every_path_matches_the_oracle(path, dtype, accelerator, create_graph, m
     for i, name in enumerate(path.rows):
         assert _close(dp_pub[i], dp_x[i], _dp_tol(dp_x[i], path.row_p[i], dtype)), \
             (path.name, i, name, "dlog_power_mean_dp", dp_pub[i], dp_x[i])
+
+
+# ----------------------------------------------------------------------------- the series edge
+
+# The documented threshold, written out: a test that read meantheory.SERIES_THRESHOLD would
+# move with a mutated threshold.
+DOCUMENTED_SERIES_THRESHOLD = 1e-6
+
+
+def _skewed_row(half_spread: float, sign: float) -> np.ndarray:
+    """15 entries at -h and 4 at +h (mirrored by sign): a two-point row near the largest
+    skewness kappa_3 / spread^3 = w(1-w)(1-2w) ~ 0.096 a two-point row can have (w = 4/19),
+    centred so that max|u| = spread / 2. There the order-2 series kappa_1 + kappa_2 p/2 misses
+    kappa_3 p^2 / 6 = 2.3 x the bound 64 eps max(1, max|u|) at |p| spread = 1e-6."""
+    return sign * half_spread * np.array([-1.0] * 15 + [1.0] * 4)
+
+
+@pytest.mark.parametrize("p_as", ["float", "tensor"])
+@pytest.mark.parametrize("half_spread", [1.0, 10.0])
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+@pytest.mark.parametrize("q", [DOCUMENTED_SERIES_THRESHOLD, 1e-5, 1e-4, 1e-3, 5e-3, 9.9e-3])
+def test_value_near_the_series_edge_on_a_skewed_row(q, sign, half_spread, p_as):
+    """|p| spread = q, from exactly the series edge to just below 1e-2, for p of both signs,
+    against mpmath within the documented bound. The edge holds the series to its order: a
+    series cut after kappa_2 is 2.3 bounds off there. Above the edge the other forms must be
+    used: the series through kappa_4 would be off by kappa_5 p^4 / 120, 70 bounds at q = 5e-3
+    and 1000 just below 1e-2 (a threshold raised to 1e-2 fails here)."""
+    u = _skewed_row(half_spread, sign)
+    spread = 2 * half_spread
+    for p in (q / spread, -q / spread):
+        exact = float(ref.mp_log_power_mean(u.tolist(), p))
+        pt = p if p_as == "float" else torch.tensor([p], dtype=torch.float64)
+        ut = torch.tensor(u[None], requires_grad=True)
+        val = log_power_mean(ut, pt)
+        assert abs(val.item() - exact) <= tol64(u), (q, p, val.item() - exact, tol64(u))
+        (gu,) = torch.autograd.grad(val.sum(), ut)
+        pi = np.array([float(v) for v in ref.mp_mean_weights(u.tolist(), p)])
+        assert np.abs(gu[0].numpy() - pi).max() <= 1e-12

@@ -8,6 +8,7 @@ oracle: test_paths.py.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -212,17 +213,29 @@ def test_no_overflow_where_the_naive_formula_overflows():
         assert abs(log_power_mean(u, p).item() - exact) <= tol64(u.numpy())
 
 
+def _p_as(p: float, how: str, rows: int):
+    """p as a Python number, a 0-d tensor, or one tensor entry per row (the tensor-p path)."""
+    if how == "float":
+        return p
+    return torch.tensor(p, dtype=D) if how == "0-d" else torch.full((rows,), p, dtype=D)
+
+
+P_AS = ["float", "0-d", "per-row"]
+
+
+@pytest.mark.parametrize("p_as", P_AS)
 @pytest.mark.parametrize("p", SPECIAL_P)
-def test_zeros_against_oracle(p):
-    """A zero entry (log_x = -inf): 0 for p <= 0, exact for p > 0."""
+def test_zeros_against_oracle(p, p_as):
+    """A zero entry (log_x = -inf): 0 for p <= 0, exact for p > 0; p given in every form."""
     u = np.array([-np.inf, 0.3, -1.2, 2.0])
-    got = log_power_mean(torch.tensor(u), p).item()
+    got = log_power_mean(torch.tensor(np.stack([u, u])), _p_as(p, p_as, 2))
     exact = float(ref.mp_log_power_mean(u.tolist(), p))
-    if p <= 0:
-        assert got == -math.inf and exact == -math.inf
-    else:
-        # For tiny p the value is log(3/4)/p ~ -1e16: a few ulps of the value itself.
-        assert abs(got - exact) <= max(tol64(u), 4 * 2.0**-52 * abs(exact))
+    for v in got.tolist():
+        if p <= 0:
+            assert v == -math.inf and exact == -math.inf
+        else:
+            # For tiny p the value is log(3/4)/p ~ -1e16: a few ulps of the value itself.
+            assert abs(v - exact) <= max(tol64(u), 4 * 2.0**-52 * abs(exact))
 
 
 # ------------------------------------- gradients, padding, zeros and empty rows
@@ -280,23 +293,25 @@ def test_masked_padding_never_leaks(device, fill, p, check):
     assert (grads[0][~m] == 0).all()
 
 
+@pytest.mark.parametrize("p_as", P_AS)
 @pytest.mark.parametrize("device", DEVICES)
-def test_zeros(device):
+def test_zeros(device, p_as):
     u = torch.tensor([[-math.inf, 0.0, 1.0], [0.5, 0.5, -math.inf]], dtype=D, device=device)
+    on = functools.partial(_p_as, how=p_as, rows=2)
     for p in (-1.0, -1e-9, 0.0, -math.inf):
         ut = u.clone().requires_grad_()
-        v = log_power_mean(ut, p)
+        v = log_power_mean(ut, on(p))
         assert (v == -math.inf).all()
         (g,) = torch.autograd.grad(v.sum(), ut)
         assert (g == 0).all()
-        assert (power_mean(u.exp(), p) == 0).all()
+        assert (power_mean(u.exp(), on(p)) == 0).all()
     # p > 0: the zero contributes w * 0^p = 0 exactly.
-    v = log_power_mean(u, 2.0)
+    v = log_power_mean(u, on(2.0))
     assert abs(v[0].item() - 0.5 * math.log((1 + math.e**2) / 3)) < 1e-15
     # everything zero: 0 for every p
-    allz = torch.full((1, 3), -math.inf, dtype=D, device=device)
+    allz = torch.full((2, 3), -math.inf, dtype=D, device=device)
     for p in (2.0, 1e-9, -1.0, 0.0, math.inf):
-        assert log_power_mean(allz, p).item() == -math.inf
+        assert (log_power_mean(allz, on(p)) == -math.inf).all()
 
 
 def test_power_mean_gradient_at_a_zero_entry():
