@@ -450,6 +450,8 @@ def _fast_forward(u: torch.Tensor, p: torch.Tensor, pr: _Prepared) -> tuple[torc
         # Geometric: the weighted mean of u. A zero gives -inf, an empty row 0/0 = NaN.
         u0 = _fill(u, pr.valid, 0.0)
         val = (u0.sum(-1) / pr.nv) if pr.logw is None else (torch.where(pr.valid, u, 0.0) * pr.w).sum(-1)
+        if pr.logw is not None and _maybe(pr, pr.empty):
+            val = torch.where(pr.empty, math.nan, val)  # no weight to sum: NaN, as 0/0 is without weights
         dead = _nonfinite(val)
         return val, {"kind": "zero", "dead": dead, "any_dead": _maybe(pr, dead)}
 

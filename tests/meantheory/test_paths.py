@@ -301,9 +301,6 @@ KNOWN_DEFECTS = [
     # tensor p that requires grad, first order: a zero's term w_0 phi(-inf) / p^2 = w_0 / p^2
     # of d/dp is lost (phi's series overwrites the limit 1).
     ("grad_p", lambda path, dtype, cg: not cg, lambda name, p: name == "zero" and p > 0),
-    # weighted p = 0 (a Python number): an empty row gives 0 instead of NaN (issue 10, defect 1).
-    ("value", lambda path, dtype, cg: path.p_as == "float" and path.weighted and not path.w_grad,
-     lambda name, p: name == "empty" and p == 0),
     # float32 with a Python p that rounds to 0 there (1e-300) and a zero entry: NaN, not -inf.
     ("row", lambda path, dtype, cg: dtype == torch.float32 and path.p_as == "float",
      lambda name, p: name == "zero" and 0 < p < 1e-45),

@@ -18,7 +18,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from torch.autograd import gradcheck, gradgradcheck
 
-from meantheory import dlog_power_mean_dp, log_power_mean, mean_weights, power_mean
+from meantheory import dlog_power_mean_dp, geometric_mean, log_power_mean, mean_weights, power_mean
 from meantheory import reference as ref
 from tests.meantheory.mt_helpers import (
     DEVICES,
@@ -530,3 +530,20 @@ def test_check_false_skips_the_checks():
     assert math.isnan(v.item())
     log_power_mean(U, 1.0, weights=torch.tensor([1.0, -1.0, 1.0]), check=False)  # no raise
     log_power_mean(U, torch.tensor([1.0, math.nan]), check=False)
+
+
+# ------------------------------------------------------------------ defects of issue 10
+
+
+@pytest.mark.parametrize("p", SPECIAL_P)
+def test_an_all_masked_row_with_weights_is_nan(p):
+    """Issue 10, defect 1: an empty support is NaN with zero gradient, with weights too
+    (the weighted p = 0 branch summed the zero weights to 0 and answered G = 1)."""
+    assert math.isnan(geometric_mean(np.array([2.0, 3.0]), weights=np.array([1.0, 1.0]), mask=np.array([False, False])))
+    u = torch.tensor([[2.0, 3.0], [0.5, -1.0]], dtype=D, requires_grad=True)
+    w = torch.tensor([[1.0, 1.0], [2.0, 1.0]], dtype=D)
+    m = torch.tensor([[False, False], [True, True]])
+    v = log_power_mean(u, p, weights=w, mask=m)
+    assert math.isnan(v[0].item()) and math.isfinite(v[1].item())
+    (g,) = torch.autograd.grad(v, u, torch.ones(2, dtype=D))
+    assert (g[0] == 0).all()
