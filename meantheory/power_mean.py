@@ -270,7 +270,8 @@ def _prepare(
             support = support & valid
         if check:
             some = support.any(dim=d)
-            had = torch.ones_like(some) if valid is None else valid.any(dim=d)
+            # a row with entries, all of them weighted 0 (a row of length 0 is merely empty)
+            had = torch.full_like(some, shape[d] > 0) if valid is None else valid.any(dim=d)
             empty_w = had & ~some
             if bool(empty_w.any()):
                 raise ValueError(f"weights: all weights of a row are zero (first such row {first_index(empty_w)})")
@@ -352,8 +353,12 @@ def _cumulants_of(u_s: torch.Tensor, w: torch.Tensor, order: int, m0: torch.Tens
 
 
 def _cumulants(pr: _Prepared, order: int) -> list[torch.Tensor]:
-    """Weighted cumulants k1..k_order of u over the finite support (differentiable in u)."""
-    return _cumulants_of(pr.u_s(), pr.w, order, pr.u_max)
+    """Weighted cumulants k1..k_order of u over the finite support (differentiable in u);
+    NaN for an empty support."""
+    if pr.n == 0:
+        return [torch.full(pr.p.shape, math.nan, dtype=pr.u.dtype, device=pr.u.device) for _ in range(order)]
+    ks = _cumulants_of(pr.u_s(), pr.w, order, pr.u_max)
+    return [torch.where(pr.empty, math.nan, k) for k in ks]
 
 
 def cumulants_from_central_moments(mu: dict[int, Any], order: int) -> list[Any]:
@@ -820,7 +825,17 @@ def _geometric_uniform(pr: _Prepared) -> torch.Tensor:
     return val
 
 
+def _zero_length(pr: _Prepared) -> torch.Tensor:
+    """A reduced dimension of length 0: every row is empty, NaN with zero gradient. The sums
+    over nothing (0) tie the value to the inputs, so that their gradients are zeros."""
+    val = torch.full(pr.p.shape, math.nan, dtype=pr.u.dtype, device=pr.u.device)
+    val = val + 0 * pr.u.sum(-1) + 0 * pr.p
+    return val if pr.logw is None else val + 0 * pr.logw.sum(-1)
+
+
 def _value(pr: _Prepared) -> torch.Tensor:
+    if pr.n == 0:
+        return _zero_length(pr)
     if pr.logw is not None and pr.logw.requires_grad:
         return _value_autograd(pr)
     if pr.p_float == 0.0 and pr.logw is None:
@@ -927,7 +942,7 @@ def power_mean(
     log_m = _value(pr)
     out = torch.exp(log_m)
     is_inf = torch.isinf(pr.p)
-    if pr.p_float is not None and math.isinf(pr.p_float) or pr.p_float is None and _maybe(pr, is_inf):
+    if pr.n > 0 and (pr.p_float is not None and math.isinf(pr.p_float) or pr.p_float is None and _maybe(pr, is_inf)):
         # M_{+-inf} is an entry of x: return it exactly (exp(log x) can be 1 ulp off),
         # keeping the gradient of the log path.
         x_last = xt.detach().movedim(pr.dim, -1)
@@ -991,6 +1006,8 @@ def mean_weights(
     Vandenberghe, *Convex Optimization*, 2004, sec. 3.1.5).
     """
     pr = _prepare(log_x, p, dim, weights, mask, False, check)
+    if pr.n == 0:
+        return answer(_finish(torch.zeros_like(pr.u), pr, per_entry=True), pr.kind)
     pi = _weights_from_forward(pr)
     if pi is None:
         pi = _mean_weights_core(pr, pr.u, pr.p)
@@ -1040,4 +1057,6 @@ def dlog_power_mean_dp(
     Reference: Hardy, Littlewood, Polya, *Inequalities* (1934), thm. 16 (monotonicity).
     """
     pr = _prepare(log_x, p, dim, weights, mask, keepdim, check)
+    if pr.n == 0:  # empty rows: 0, as for a row whose entries are all masked
+        return answer(_finish(torch.zeros_like(pr.p), pr), pr.kind)
     return answer(_finish(_dlogdp_core(pr, pr.u, pr.p), pr), pr.kind)

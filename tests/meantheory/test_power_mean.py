@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 
 import numpy as np
 import pytest
+import scipy.stats
 import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -547,3 +549,35 @@ def test_an_all_masked_row_with_weights_is_nan(p):
     assert math.isnan(v[0].item()) and math.isfinite(v[1].item())
     (g,) = torch.autograd.grad(v, u, torch.ones(2, dtype=D))
     assert (g[0] == 0).all()
+
+
+@pytest.mark.parametrize("p", SPECIAL_P)
+def test_a_zero_length_row_is_nan_like_scipy(p):
+    """Issue 10, defect 2: reducing a dimension of length 0 is an empty row: NaN of the
+    reduced shape with zero gradient (it raised IndexError from amax for p != 0), as scipy's
+    hmean/pmean/gmean answer (their test_empty)."""
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        if p == 0:
+            peer = scipy.stats.gmean(np.zeros((2, 0)), axis=-1)
+        elif math.isfinite(p):
+            peer = scipy.stats.pmean(np.zeros((2, 0)), p, axis=-1)
+        else:  # scipy has no +-inf mean; the max/min of nothing is undefined too
+            peer = np.full(2, np.nan)
+    assert np.isnan(peer).all() and peer.shape == (2,)
+    assert np.isnan(power_mean(np.zeros(0), p))
+    got = power_mean(np.zeros((2, 0)), p)
+    assert got.shape == peer.shape and np.isnan(got).all()
+    for p_in in (p, torch.tensor(p, dtype=D, requires_grad=True), torch.full((3,), p, dtype=D, requires_grad=True)):
+        u = torch.zeros(3, 0, dtype=D, requires_grad=True)
+        w = torch.ones(3, 0, dtype=D)
+        for weights in (None, w):
+            v = log_power_mean(u, p_in, weights=weights)
+            assert v.shape == (3,) and torch.isnan(v).all()
+            ins = [u] + ([p_in] if isinstance(p_in, torch.Tensor) else [])
+            grads = torch.autograd.grad(v, ins, torch.ones(3, dtype=D))
+            assert grads[0].shape == (3, 0)
+            assert all((g == 0).all() for g in grads[1:])
+        assert mean_weights(u.detach(), p).shape == (3, 0)
+        assert (dlog_power_mean_dp(u.detach(), p) == 0).all()
+    assert log_power_mean(torch.zeros(0, 4, dtype=D), p).shape == (0,)

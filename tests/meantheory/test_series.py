@@ -54,3 +54,16 @@ def test_bad_input_names_the_problem(call, match):
     """Bad orders and zeros raise a ValueError that names the problem."""
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_an_empty_support_has_nan_cumulants():
+    """A row with nothing to average (all masked, or a dimension of length 0) is NaN, as
+    everywhere in meantheory (weighted_cumulants answered 0 for it)."""
+    u = torch.tensor([[0.3, 1.0], [2.0, 5.0]], dtype=torch.float64)
+    m = torch.tensor([[True, True], [False, False]])
+    for k in weighted_cumulants(u, 3, mask=m):
+        assert math.isfinite(k[0].item()) and math.isnan(k[1].item())
+    assert math.isnan(cumulant_series(u, 0.1, 3, mask=m)[1].item())
+    for k in weighted_cumulants(torch.zeros(2, 0, dtype=torch.float64), 2):
+        assert k.shape == (2,) and torch.isnan(k).all()
+    assert torch.isnan(cumulant_series(torch.zeros(2, 0, dtype=torch.float64), 0.1, 2)).all()
