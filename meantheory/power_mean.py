@@ -60,7 +60,9 @@ Conventions, documented once here:
 * zeros (``log_x = -inf``): ``M_p = 0`` (log -inf) for ``p <= 0``, with zero gradient
   (the mean is identically 0 near such a point); for ``p > 0`` a zero is handled exactly,
   contributing ``w_i 0^p = 0`` to the sum.
-* float16/bfloat16 inputs are computed and answered in float32.
+* float16/bfloat16 tensors are computed and answered in float32; numpy arrays are computed
+  in float64 and answered in NumPy's result dtype of the values and the weights (float32
+  stays float32, integers become float64), as ``scipy.stats.pmean`` answers.
 """
 
 from __future__ import annotations
@@ -235,7 +237,7 @@ def _prepare(
     *,
     name: str = "log_x",
 ) -> _Prepared:
-    kind = kind_of(log_x)
+    kind = kind_of(log_x, weights)
     u = to_tensor(log_x, name)
     w_in = None if weights is None else to_tensor(weights, "weights")
     p_float: float | None = None
@@ -885,7 +887,8 @@ def log_power_mean(
         and every device synchronisation, for hot training loops.
 
     Returns:
-      ``log M_p`` with the reduced shape, in the kind of ``log_x`` (tensor, ndarray, float).
+      ``log M_p`` with the reduced shape, in the kind of ``log_x`` (tensor, ndarray, float);
+      an ndarray keeps its floating dtype (see the module docstring).
 
     Accuracy: in float64 the error is within ``64 eps max(1, max|u|)`` of the exact value
     (tested against mpmath at 60 digits for ``|p| <= 1000``, ``|u| <= 700``, n up to 4096);
@@ -920,7 +923,7 @@ def power_mean(
       ValueError: a negative, NaN or +inf entry in an unmasked position, and every error
         of :func:`log_power_mean`.
     """
-    kind = kind_of(x)
+    kind = kind_of(x, weights)
     xt = to_tensor(x, "x")
     dtype = compute_dtype(xt.dtype)
     xt = xt.to(dtype)

@@ -581,3 +581,28 @@ def test_a_zero_length_row_is_nan_like_scipy(p):
         assert mean_weights(u.detach(), p).shape == (3, 0)
         assert (dlog_power_mean_dp(u.detach(), p) == 0).all()
     assert log_power_mean(torch.zeros(0, 4, dtype=D), p).shape == (0,)
+
+
+@pytest.mark.parametrize("w_dtype", [None, np.float32, np.float64])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int64])
+def test_numpy_input_keeps_its_dtype_like_scipy(dtype, w_dtype):
+    """Issue 10, defect 5: a float32 ndarray came back float64. NumPy input is answered in
+    NumPy's result dtype of the values and the weights, as scipy.stats.pmean/gmean/hmean do
+    (integers become float64); the computation itself runs in float64."""
+    x = np.array([[1.0, 2.0, 4.0], [3.0, 5.0, 0.5]])
+    w = None if w_dtype is None else np.array([1.0, 2.0, 1.0], dtype=w_dtype)
+    xs = x.astype(dtype)
+    for ours, peer in ((power_mean(xs, 1.42, weights=w), scipy.stats.pmean(xs, 1.42, axis=-1, weights=w)),
+                       (geometric_mean(xs, weights=w), scipy.stats.gmean(xs, axis=-1, weights=w)),
+                       (power_mean(xs, -1.0, weights=w), scipy.stats.hmean(xs, axis=-1, weights=w))):
+        assert isinstance(ours, np.ndarray) and ours.dtype == peer.dtype, (ours.dtype, peer.dtype)
+        # computed in float64 and rounded once: within half an ulp of the answer's dtype plus
+        # the float64 error
+        exact = np.asarray(ours, dtype=np.float64)
+        assert np.allclose(exact, peer.astype(np.float64), rtol=4 * np.finfo(peer.dtype).eps, atol=0)
+    lx = np.log(x).astype(dtype) if dtype != np.int64 else np.log(x).astype(np.float64)
+    assert log_power_mean(lx, 0.5).dtype == lx.dtype
+    assert mean_weights(lx, 0.5).dtype == lx.dtype
+    assert dlog_power_mean_dp(lx, 0.5).dtype == lx.dtype
+    # a single row answers a 0-d array of that dtype
+    assert power_mean(x[0].astype(dtype), 2.0).dtype == scipy.stats.pmean(x[0].astype(dtype), 2.0).dtype
