@@ -250,6 +250,10 @@ def _prepare(
     else:
         p_t = to_tensor(p, "p")
     dtype = compute_dtype(u.dtype, None if w_in is None else w_in.dtype, None if p_t is None else p_t.dtype)
+    if p_float is not None and dtype != torch.float64:
+        # p as the arithmetic will see it: every decision (p == 0, |p| >= 1/2) then agrees
+        # with it (in float32, 1e-300 is 0: the geometric mean, not NaN from -inf * 0)
+        p_float = torch.tensor(p_float, dtype=dtype).item()
     u = u.to(dtype)
     d = normalize_dim(dim, u.ndim)
     shape = u.shape
@@ -635,7 +639,10 @@ class _LogPowerMeanFn(torch.autograd.Function):
         if torch.is_grad_enabled():
             # create_graph: differentiable closed forms, so double backward is exact.
             if need_u:
-                gu = g.unsqueeze(-1) * _mean_weights_core(pr, u, p)
+                # mean_weights' limits at zeros (mass on the zeros) are not the gradient, which
+                # is 0 on a row that is 0 because of a zero (p <= 0), as in the first order
+                zero_result = (pr.has_zero & ((p <= 0) | pr.no_finite)).unsqueeze(-1)
+                gu = torch.where(zero_result, 0.0, g.unsqueeze(-1) * _mean_weights_core(pr, u, p))
             if need_p:
                 gp = g * _dlogdp_core(pr, u, p)
             return gu, gp, None
@@ -732,7 +739,7 @@ def _phi_fast(r: torch.Tensor) -> torch.Tensor:
     rd = torch.where(fin, r, 0.0)
     out = rd * torch.exp(rd) - torch.expm1(rd)
     out = out.masked_fill_(~fin, 1.0)
-    small = rd.abs() < _PHI_SERIES_R
+    small = (rd.abs() < _PHI_SERIES_R) & fin  # r = -inf (a zero) keeps its limit 1
     if small.device.type == "cpu":
         if bool(small.any()):
             out[small] = _phi(rd[small])

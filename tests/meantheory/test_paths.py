@@ -292,25 +292,6 @@ def _dw_tol(u_row, sup, w_sum, dw_exact, dtype) -> float:
 
 # ----------------------------------------------------------------------------- the test
 
-# Found by this test on the code it guards; each is fixed, with its own test, in a later
-# commit that also deletes its entry here. (what, path predicate, row predicate)
-KNOWN_DEFECTS = [
-    # create_graph: the backward returns mean_weights' limit (mass on the zeros; w at p = 0)
-    # instead of the documented zero gradient of a row that is 0 because of a zero, p <= 0.
-    ("grad_u", lambda path, dtype, cg: cg, lambda name, p: name == "zero" and p <= 0),
-    # tensor p that requires grad, first order: a zero's term w_0 phi(-inf) / p^2 = w_0 / p^2
-    # of d/dp is lost (phi's series overwrites the limit 1).
-    ("grad_p", lambda path, dtype, cg: not cg, lambda name, p: name == "zero" and p > 0),
-    # float32 with a Python p that rounds to 0 there (1e-300) and a zero entry: NaN, not -inf.
-    ("row", lambda path, dtype, cg: dtype == torch.float32 and path.p_as == "float",
-     lambda name, p: name == "zero" and 0 < p < 1e-45),
-]
-
-
-def _known(what, path, dtype, cg, name, p) -> bool:
-    return any(w in (what, "row") and on_path(path, dtype, cg) and on_row(name, p) for w, on_path, on_row in KNOWN_DEFECTS)
-
-
 def _force_accelerator_branches(monkeypatch) -> None:
     """Compute every rare branch unconditionally, as on an accelerator with check=False."""
     import importlib
@@ -370,21 +351,20 @@ def test_every_path_matches_the_oracle(path, dtype, accelerator, create_graph, m
     for i, name in enumerate(path.rows):
         p_i = path.row_p[i]
         where = f"{path.name}, row {i} ({name}, p={p_i:g})"
-        known = functools.partial(_known, path=path, dtype=dtype, cg=create_graph, name=name, p=p_i)
         got = val[i].item()
         if path.rl and name == "empty":  # rl's convention: 0 for a row without tokens
             assert got == 0.0, where
-        elif not known("value"):
+        else:
             assert _close(got, value_x[i], _value_tol(u[i], m[i], value_x[i], dtype)), (where, got, value_x[i])
         # d/dlog_x = g softmax(p u + log w); exactly 0 on padding
         assert np.all(gu[i][~m[i]] == 0), where
-        assert known("grad_u") or np.all(np.isfinite(gu[i])), where
+        assert np.all(np.isfinite(gu[i])), where
         # rl's masked mean differentiates the mean of u even where it is -inf (gradient 1/n);
         # meantheory's convention is 0 there. Reported to the loss owner; not held here.
-        if not known("grad_u") and not (path.rl and name == "zero"):
+        if not (path.rl and name == "zero"):
             err = np.abs(gu[i] / gnum[i] - pi_x[i]).max()
             assert err <= _weights_tol(dtype), (where, "d/dlog_x", err)
-        if gp is not None and path.p_as != "tensor-0d" and not known("grad_p"):
+        if gp is not None and path.p_as != "tensor-0d":
             exact = dp_x[i] * gnum[i]
             assert _close(gp[i], exact, _dp_tol(exact, p_i, dtype)), (where, "d/dp", gp[i], exact)
         if gw is not None:
@@ -396,11 +376,8 @@ def test_every_path_matches_the_oracle(path, dtype, accelerator, create_graph, m
                 assert err <= _dw_tol(u[i], sup, float(w[i][sup].sum()), dw_x[i], dtype), (where, "d/dweights", err)
     if gp is not None and path.p_as == "tensor-0d":
         rows_dp = dp_x * gnum
-        keep = [not _known("grad_p", path, dtype, create_graph, name, path.p) for name in path.rows]
-        exact = float(rows_dp[keep].sum())
-        if all(keep):
-            assert _close(float(gp), exact, sum(_dp_tol(d, path.p, dtype) for d in rows_dp)), \
-                (path.name, "d/dp", float(gp), exact)
+        exact = float(rows_dp.sum())
+        assert _close(float(gp), exact, sum(_dp_tol(d, path.p, dtype) for d in rows_dp)), (path.name, "d/dp", float(gp), exact)
 
     if path.rl:
         # rl's detached weights: 1/n on the tokens, 0 on padding and on the empty row (not

@@ -12,6 +12,7 @@ import functools
 import math
 import warnings
 
+import mpmath
 import numpy as np
 import pytest
 import scipy.stats
@@ -606,3 +607,47 @@ def test_numpy_input_keeps_its_dtype_like_scipy(dtype, w_dtype):
     assert dlog_power_mean_dp(lx, 0.5).dtype == lx.dtype
     # a single row answers a 0-d array of that dtype
     assert power_mean(x[0].astype(dtype), 2.0).dtype == scipy.stats.pmean(x[0].astype(dtype), 2.0).dtype
+
+
+# --------------------------------------------------------- defects found by test_paths.py
+
+
+@pytest.mark.parametrize("p", [-1.0, -1e-9, 0.0, -math.inf])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_double_backward_ready_gradient_of_a_zero_row_is_zero(p, weighted):
+    """A row that is 0 because of a zero (p <= 0) has zero gradient in log_x, also when the
+    backward builds a graph (create_graph=True); it returned mean_weights' limit there (all
+    mass on the zeros, or w at p = 0)."""
+    u = torch.tensor([[-math.inf, 0.3, -1.2], [0.5, 1.0, -0.2]], dtype=D, requires_grad=True)
+    w = torch.tensor([[1.0, 2.0, 0.5], [1.0, 1.0, 3.0]], dtype=D) if weighted else None
+    for p_in in (p, torch.full((2,), p, dtype=D)):
+        v = log_power_mean(u, p_in, weights=w)
+        (g_first,) = torch.autograd.grad(v, u, torch.ones(2, dtype=D), retain_graph=True)
+        (g_graph,) = torch.autograd.grad(v, u, torch.ones(2, dtype=D), create_graph=True)
+        assert (g_first[0] == 0).all() and (g_graph[0] == 0).all()
+        assert torch.allclose(g_first[1], g_graph[1], rtol=0, atol=1e-15)
+
+
+def test_p_gradient_of_a_row_with_a_zero_counts_the_zero():
+    """d log M / dp = KL(pi || w) / p^2 with pi = 0 on a zero entry: its term w_0 phi(-inf)
+    = w_0 belongs to the sum (0.3049 at p = 2, not 0.2549), by the first-order backward too."""
+    u = torch.tensor([-math.inf, 0.3, -1.2, 2.0, 0.7], dtype=D, requires_grad=True)
+    for p in (2.0, 0.3, 1e-3):
+        exact = mpmath.diff(lambda q: mpmath.log(mpmath.fsum(mpmath.exp(q * mpmath.mpf(v)) for v in u.tolist()
+                                                            if math.isfinite(v)) / 5) / q, mpmath.mpf(p))
+        pt = torch.tensor(p, dtype=D, requires_grad=True)
+        (gp,) = torch.autograd.grad(log_power_mean(u, pt), pt)
+        assert abs(gp.item() - float(exact)) <= 1e-7 * abs(float(exact)), (p, gp.item(), float(exact))
+        assert abs(dlog_power_mean_dp(u.detach(), p).item() - float(exact)) <= 1e-7 * abs(float(exact))
+
+
+@pytest.mark.parametrize("p", [1e-300, -1e-300, 1e-50])
+def test_a_python_p_acts_as_its_value_in_the_compute_dtype(p):
+    """float32 input with a Python p that float32 rounds to 0 (1e-300): p = 0 there, so a
+    zero gives log M = -inf (the float32 value of log(3/4)/1e-300 too); it gave NaN."""
+    u = torch.tensor([[-math.inf, 0.3, -1.2, 2.0], [0.1, 0.3, -1.2, 2.0]], dtype=torch.float32, requires_grad=True)
+    v = log_power_mean(u, p)
+    assert v[0].item() == -math.inf
+    assert v[1].item() == log_power_mean(u[1].detach(), 0.0).item()
+    (g,) = torch.autograd.grad(v, u, torch.ones(2))
+    assert torch.isfinite(g).all() and (g[0] == 0).all()
