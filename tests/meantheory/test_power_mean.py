@@ -272,6 +272,17 @@ def test_gradcheck_in_the_weights():
         assert gradcheck(lambda u, w: log_power_mean(u, p, weights=w, mask=m), (u, w), eps=1e-6, atol=1e-7)
 
 
+def test_gradgradcheck_in_the_weights():
+    """Second derivatives in log_x, p and the weights together (learned weights, learned p)."""
+    u, w, m = (t[1:3, :4].detach() for t in _grad_inputs("cpu", seed=6))  # a masked and a full row
+    u, w = u.requires_grad_(), w.requires_grad_()
+    for p in (1.5, -0.4, 0.0, 1e-4):
+        assert gradgradcheck(lambda u, w: log_power_mean(u, p, weights=w, mask=m), (u, w), eps=1e-6, atol=1e-6, rtol=1e-4)
+    p = torch.tensor([-1e-7, 2.0], dtype=D, requires_grad=True)
+    assert gradcheck(lambda u, p, w: log_power_mean(u, p, weights=w, mask=m), (u, p, w), eps=1e-6, atol=1e-7, rtol=1e-5)
+    assert gradgradcheck(lambda u, p, w: log_power_mean(u, p, weights=w, mask=m), (u, p, w), eps=1e-6, atol=1e-6, rtol=1e-4)
+
+
 def test_gradcheck_power_mean():
     x = (torch.rand(3, 4, dtype=D, generator=torch.Generator().manual_seed(3)) + 0.2).requires_grad_()
     for p in (2.0, -1.0, 0.0, 1e-8):
