@@ -1,7 +1,7 @@
 """Every computation path of ``log_power_mean`` held against the mpmath oracle.
 
 The power mean is computed by several paths that each decide "series, log1p or direct sum"
-(meantheory/power_mean.py's module docstring): a Python p (``|p| >= 1/2``, small ``|p|``,
+(meantheory/_kernel.py's module docstring): a Python p (``|p| >= 1/2``, small ``|p|``,
 ``p = 0``, ``+-inf``), a tensor p (one per row, or 0-d), a p that requires grad, weights that
 require grad, rl's masked mean for GSPO, and the branches an accelerator computes
 unconditionally. This file is the safety net for rebuilding them: one parametrised test runs
@@ -33,6 +33,7 @@ import torch
 import meantheory
 from meantheory import dlog_power_mean_dp, log_power_mean, mean_weights
 from meantheory import reference as ref
+from meantheory._prepared import Prepared
 from rl.losses.means import power_log_ratio
 from tests.meantheory.mt_helpers import tol32, tol64
 
@@ -294,9 +295,7 @@ def _dw_tol(u_row, sup, w_sum, dw_exact, dtype) -> float:
 
 def _force_accelerator_branches(monkeypatch) -> None:
     """Compute every rare branch unconditionally, as on an accelerator with check=False."""
-    import importlib
-
-    monkeypatch.setattr(importlib.import_module("meantheory.power_mean"), "_maybe", lambda pr, flags: True)
+    monkeypatch.setattr(Prepared, "maybe", lambda pr, flags: True)
 
 
 def _grad_outputs(b: int, dtype) -> torch.Tensor:
