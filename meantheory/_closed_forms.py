@@ -31,14 +31,6 @@ from meantheory.series import cumulants_of, series_dp
 __all__ = ["grad_u", "grad_p", "grad_log_weights", "extreme_weights", "weights_at_zeros", "phi"]
 
 
-def _rows_without(fwd: Forward, g: torch.Tensor) -> torch.Tensor:
-    """``g`` with the dead and infinite-p rows set to 0."""
-    for rows in (fwd.dead, fwd.inf_rows):
-        if rows is not None:
-            g = torch.where(rows, 0.0, g)
-    return g
-
-
 def _shift_rows(fwd: Forward) -> torch.Tensor | None:
     """Rows valued by m + lse / p (not series, not infinite p, not dead); None: every row."""
     out = None
@@ -59,20 +51,21 @@ def extreme_weights(pr: Prepared, plus: torch.Tensor) -> torch.Tensor:
 
 
 def grad_u(fwd: Forward, pr: Prepared, p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """``g pi``: the gradient in log_x of ``g log M_p`` (0 off the support and on dead rows)."""
-    g_live = _rows_without(fwd, g)
+    """``g pi``: the gradient in log_x of ``g log M_p`` (0 off the support and on dead rows).
+    The record's exponents are -inf off the support and on dead and infinite-p rows, so
+    their softmax is 0 there without a mask."""
     if fwd.e is not None:
         # the one-pass form (uniform weights): pi = e / sum e
         e_sum = fwd.e_sum if fwd.dead is None else torch.where(fwd.dead, 1.0, fwd.e_sum)
-        out = fwd.e * (g_live / e_sum).unsqueeze(-1)
+        out = fwd.e * (g / e_sum).unsqueeze(-1)
     elif fwd.z is not None:
         # pi = exp(z + log w - lse); in place without a graph (a fresh [..., n] tensor costs
         # more than the arithmetic)
         if fwd.logw is None:
             nv = pr.nv if pr.valid is None else torch.where(pr.nv > 0, pr.nv, 1.0)
-            logit, scale = fwd.z - fwd.lse.unsqueeze(-1), (g_live / nv).unsqueeze(-1)
+            logit, scale = fwd.z - fwd.lse.unsqueeze(-1), (g / nv).unsqueeze(-1)
         else:
-            logit, scale = fwd.z + fwd.logw, g_live.unsqueeze(-1)
+            logit, scale = fwd.z + fwd.logw, g.unsqueeze(-1)
             logit = logit - fwd.lse.unsqueeze(-1) if torch.is_grad_enabled() else logit.sub_(fwd.lse.unsqueeze(-1))
         out = logit.exp().mul(scale) if torch.is_grad_enabled() else logit.exp_().mul_(scale)
     else:
