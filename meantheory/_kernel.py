@@ -179,13 +179,13 @@ def _one_pass(pr: Prepared, u: torch.Tensor, pf: float, logw) -> Forward:
 
 def _per_row(pr: Prepared, u: torch.Tensor, p: torch.Tensor, logw, *, p_grad: bool, graph: bool) -> Forward:
     """Every other case: the series / log1p / direct decision made per row (module docstring)."""
-    pf = pr.p_float
+    pf = pr.p_float  # a Python p (finite here): its row decisions are Python decisions
     with torch.no_grad():
         pd = p.detach()
-        is_inf = torch.isinf(pd)
+        is_inf = None if pf is not None else torch.isinf(pd)
         any_inf = pf is None and pr.maybe(is_inf)
         p_z = torch.where(is_inf, 1.0, pd) if any_inf else pd  # the exponent that shapes z
-        plus = pd >= 0
+        plus = None if pf is not None else pd >= 0
         # u on the support, the infinity of the shift's side elsewhere: max (p >= 0) and min
         # (p < 0) over the support come from it, and so do exponents that are -inf off it.
         uf = _support_filled(pr, u.detach(), pf, plus)
@@ -193,8 +193,8 @@ def _per_row(pr: Prepared, u: torch.Tensor, p: torch.Tensor, logw, *, p_grad: bo
             m = uf.amax(-1) if pf >= 0 else uf.amin(-1)
         else:
             m = torch.where(plus, uf.amax(-1), uf.amin(-1)) if pr.maybe(~plus) else uf.amax(-1)
-        at_zero = pd == 0
-        any_at_zero = pr.maybe(at_zero)
+        at_zero = (pd == 0) if pf is None or pf == 0 else None  # None: no row has p = 0
+        any_at_zero = at_zero is not None and (pf == 0 or pr.maybe(at_zero))
         # the row is 0: all entries zeros (max -inf), a zero with p < 0 (min -inf), a zero at p = 0
         zero_res = (m == -_INF) & ~pr.empty
         if any_at_zero:
@@ -205,7 +205,8 @@ def _per_row(pr: Prepared, u: torch.Tensor, p: torch.Tensor, logw, *, p_grad: bo
         off = (dead | is_inf) if any_inf else dead  # rows without exponents
         m_s = torch.where(torch.isfinite(m), m, 0.0)
         # Rows where lse must be accurate relative to its size (module docstring).
-        relative = torch.ones_like(dead) if p_grad else pd.abs() < EXP_FORM_P
+        # (None: every row)
+        relative = None if p_grad or pf is not None and abs(pf) < EXP_FORM_P else pd.abs() < EXP_FORM_P
 
     p_col = pf if pf is not None else p_z.unsqueeze(-1)
     if graph:
@@ -222,11 +223,13 @@ def _per_row(pr: Prepared, u: torch.Tensor, p: torch.Tensor, logw, *, p_grad: bo
         z = torch.where(off.unsqueeze(-1), -_INF, z)
 
     live = ~off
-    lse, s = _log_mean_exp(z, pr, logw, use_log1p=live & relative, use_direct=live & ~relative)
+    use_log1p = live if relative is None else live & relative
+    use_direct = torch.zeros_like(live) if relative is None else live & ~relative
+    lse, s = _log_mean_exp(z, pr, logw, use_log1p=use_log1p, use_direct=use_direct)
     with torch.no_grad():
         # |s| <= max |z| = |p| spread: a row with |s| above the threshold is not a series row
-        candidates = live & relative if s is None else live & relative & (s.detach().abs() <= SERIES_THRESHOLD)
-        series = _series_rows(pr, z.detach(), at_zero, candidates)
+        candidates = use_log1p if s is None else use_log1p & (s.detach().abs() <= SERIES_THRESHOLD)
+        series = _series_rows(pr, z.detach(), at_zero if any_at_zero else None, candidates)
     any_series = pr.maybe(series)
     p_div = torch.where(series | off, 1.0, p) if any_series or any_dead or any_inf else p
     value = m_s + lse / p_div
@@ -253,12 +256,18 @@ def _support_filled(pr: Prepared, u: torch.Tensor, pf: float | None, plus: torch
     return torch.where(pr.valid, u, side)
 
 
-def _series_rows(pr: Prepared, z: torch.Tensor, at_zero: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-    """Rows valued by the series: p = 0, or |p| spread <= SERIES_THRESHOLD among the candidates.
-    Every exponent of such a row is within the threshold of 0 (the extreme one is exactly
-    -|p| spread), and zeros (-inf) are not: counting them avoids computing the spread."""
-    series = at_zero & candidates
-    if pr.maybe(candidates & ~at_zero):
+def _series_rows(pr: Prepared, z: torch.Tensor, at_zero: torch.Tensor | None, candidates: torch.Tensor) -> torch.Tensor:
+    """Rows valued by the series: p = 0 (``at_zero``; None: no such row), or |p| spread <=
+    SERIES_THRESHOLD among the candidates. Every exponent of such a row is within the
+    threshold of 0 (the extreme one is exactly -|p| spread), and zeros (-inf) are not:
+    counting them avoids computing the spread."""
+    if at_zero is None:
+        series = torch.zeros_like(candidates)
+        rest = candidates
+    else:
+        series = at_zero & candidates
+        rest = candidates & ~at_zero
+    if pr.maybe(rest):
         within = torch.count_nonzero(z >= -SERIES_THRESHOLD, dim=-1).to(pr.nv.dtype)
         series = series | (candidates & (within == pr.nv))
     return series
