@@ -4,7 +4,10 @@ Public functions accept torch tensors, numpy arrays and (nested) Python lists or
 scalars, and answer in kind: a tensor for a tensor, an ndarray for an ndarray, a
 float or a list for Python input. Everything is computed in torch, in at least
 float32 (float16/bfloat16 are promoted because their 3-4 significant digits
-cannot carry a log-sum-exp reduction).
+cannot carry a log-sum-exp reduction); numpy input in float64. The answer's dtype: a
+tensor's is the compute dtype; an ndarray's is NumPy's result dtype of the value and
+weight arrays, integers and bools counting as float64 (float32 stays float32), as
+``scipy.stats.pmean`` answers.
 """
 
 from __future__ import annotations
@@ -25,13 +28,18 @@ class Kind:
 
     kind: str  # "tensor" | "numpy" | "python"
     dtype: torch.dtype | None = None
+    np_dtype: np.dtype | None = None  # numpy: the dtype of the answer
 
 
-def kind_of(x: Any) -> Kind:
+def kind_of(x: Any, *others: Any) -> Kind:
+    """The kind of ``x``; for an ndarray also the answer's dtype, from ``x`` and the numpy
+    arrays among ``others`` (the weights)."""
     if isinstance(x, torch.Tensor):
         return Kind("tensor", x.dtype)
     if isinstance(x, np.ndarray | np.generic):
-        return Kind("numpy")
+        floats = [a.dtype if a.dtype.kind == "f" else np.dtype(np.float64)
+                  for a in (x, *others) if isinstance(a, np.ndarray | np.generic)]
+        return Kind("numpy", np_dtype=np.result_type(*floats))
     return Kind("python")
 
 
@@ -124,7 +132,7 @@ def answer(out: torch.Tensor, kind: Kind) -> Any:
         return out
     arr = out.detach().cpu().to(torch.float64).numpy()
     if kind.kind == "numpy":
-        return arr
+        return arr.astype(kind.np_dtype, copy=False)
     if arr.ndim == 0:
         return float(arr)
     return arr.tolist()
