@@ -13,6 +13,7 @@ import mpmath
 import numpy as np
 import sympy as sp
 
+from meantheory.reference import mp_agm_elliptic, mp_gauss_agm
 from proofs.core import EPS, Case, Derivation, Drawer, Impl, Proof, Status, Theorem, log_tol, rel_err, worst
 from proofs.forms import S_sum, W, i, mp_weighted, n, t64, to_float, weights_t
 from proofs.seeds import SEED_002_AGM, SEED_002_TABLE, table_violations
@@ -293,11 +294,8 @@ def case_agm(d: Drawer) -> Case:
 
 
 def _mp_agm(av: float, bv: float) -> tuple[float, float]:
-    with mpmath.workdps(50):
-        A, B = mpmath.mpf(av), mpmath.mpf(bv)
-        kk = (A - B) / (A + B)
-        ell = mpmath.pi * (A + B) / (4 * mpmath.ellipk(kk * kk))
-        return float(mpmath.agm(A, B)), ell
+    """(mpmath's agm, Gauss's elliptic closed form) at 50 digits: meantheory's oracles, the one copy."""
+    return float(mp_gauss_agm(av, bv, dps=50)), mp_agm_elliptic(av, bv, dps=50)
 
 
 def eval_agm_different(deriv: Derivation, case: Case, impl: Impl) -> tuple[float, float]:

@@ -45,6 +45,6 @@ def test_cli_means_options_and_errors(capsys):
     assert [r["p"] for r in res["power_means"]] == [-1.0, 1.0]
     assert abs(res["power_means"][1]["mean"] - 3.25) < 1e-15
     assert main(["means", "1", "4", "--weights", "1"]) == 2
-    assert "weights" in capsys.readouterr().out
+    assert "weights" in capsys.readouterr().err
     assert main(["means", "1", "-4"]) == 2
-    assert ">= 0" in capsys.readouterr().out
+    assert ">= 0" in capsys.readouterr().err
