@@ -7,15 +7,16 @@ when any input is float64: float16/bfloat16 are computed in float32). The derive
 (masked log-ratios, their row sums, the advantages per sequence and per token) are computed on
 first use, once.
 
-:func:`value_checks` builds the value checks as 0-d flags without reading them: the caller reads
-them together with the metrics in one device synchronisation. A flag is the non-finiteness of a
-sum the loss or its metrics need anyway (a NaN or inf on an unmasked entry makes the masked sum
-NaN or inf); a set flag is confirmed by locating the offending entry, so a sum that overflows
-from finite values is no error.
+:func:`value_checks` builds the value checks as 0-d values without reading them: the caller reads
+them together with the metrics in one device synchronisation. A value is a masked sum the loss
+or its metrics need anyway (a NaN or inf on an unmasked entry makes it NaN or inf), or a count
+of offending entries; a check that may have failed is confirmed by locating the offending entry,
+so a sum that overflows from finite values is no error.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -57,6 +58,16 @@ class Batch:
         return self.n > 0
 
     @cached_property
+    def n1(self) -> torch.Tensor:
+        """Tokens per sequence, at least 1 (the divisor of a mean that is 0 for an empty row)."""
+        return self.n.clamp(min=1.0)
+
+    @cached_property
+    def n_seq(self) -> torch.Tensor:
+        """Sequences with tokens (0-d, compute dtype)."""
+        return self.nonempty.sum(dtype=self.n.dtype)
+
+    @cached_property
     def ls(self) -> torch.Tensor:
         """``l`` with 0 on padding (differentiable)."""
         return torch.where(self.mask, self.l, 0.0)
@@ -76,7 +87,7 @@ class Batch:
         """One advantage per sequence [B] (a ``[B, T]`` advantage's token mean); 0 for an empty row."""
         if not self.per_token_adv:
             return torch.where(self.nonempty, self.adv, 0.0)
-        return self.a_tok.sum(-1) / self.n.clamp(min=1.0)
+        return self.a_tok.sum(-1) / self.n1
 
 
 def _tensor(name: str, t: Any, shape: tuple[int, ...] | None = None) -> torch.Tensor:
@@ -148,10 +159,15 @@ def prepare(
 
 @dataclass(frozen=True)
 class ValueCheck:
-    """A 0-d flag (True: the check may have failed) and, built only then, the error or None."""
+    """A 0-d value whose read-back says whether the check may have failed (not finite, for a sum;
+    not zero, for a count), and ``diagnose``, run only then: the error message, or None."""
 
-    flag: torch.Tensor
+    value: torch.Tensor
     diagnose: Callable[[], str | None]
+    count: bool = False
+
+    def may_fail(self, v: float) -> bool:
+        return v != 0 if self.count else not math.isfinite(v)
 
 
 def _nonfinite_at(name: str, x: torch.Tensor, where: torch.Tensor, place: str) -> Callable[[], str | None]:
@@ -159,10 +175,6 @@ def _nonfinite_at(name: str, x: torch.Tensor, where: torch.Tensor, place: str) -
         bad = where & ~torch.isfinite(x)
         return f"{name}: NaN or inf {place} (first at index {first_index(bad)})" if bool(bad.any()) else None
     return diagnose
-
-
-def _masked_sum_flag(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return ~torch.isfinite(torch.where(mask, x, 0.0).sum())
 
 
 def value_checks(b: Batch, config: LossConfig) -> list[ValueCheck]:
@@ -177,33 +189,33 @@ def value_checks(b: Batch, config: LossConfig) -> list[ValueCheck]:
 
     # l = logp - old_logp is finite exactly when both are (inf - inf and NaN propagate), so one
     # sum of the masked log-ratios checks both.
-    checks = [ValueCheck(~torch.isfinite(b.row_sum.detach().sum()), logp_or_old)]
+    checks = [ValueCheck(b.row_sum.detach().sum(), logp_or_old)]
     if not b.per_token_adv:
-        checks.append(ValueCheck(~torch.isfinite(b.a_seq.sum()),
-                                 _nonfinite_at("advantages", b.adv, b.nonempty, "for a sequence with tokens")))
+        checks.append(ValueCheck(b.a_seq.sum(), _nonfinite_at("advantages", b.adv, b.nonempty, "for a sequence with tokens")))
     else:
-        checks.append(ValueCheck(~torch.isfinite(b.a_tok.sum()), _nonfinite_at("advantages", b.adv, b.mask, on_token)))
+        checks.append(ValueCheck(b.a_tok.sum(), _nonfinite_at("advantages", b.adv, b.mask, on_token)))
         if config.level in ("sequence", "gmpo"):
             dev = (b.a_tok - b.a_seq.unsqueeze(-1)).abs()
             varies = b.mask & (dev > 1e-6 * (1.0 + b.a_seq.abs().unsqueeze(-1)))
             level = config.level
-            checks.append(ValueCheck(varies.any(), lambda: (
+            checks.append(ValueCheck(varies.any(), count=True, diagnose=lambda: (
                 f"advantages: level={level!r} needs one advantage per sequence, but a [B, T] advantage varies "
                 "within a sequence (use level='sequence-token' for per-token advantages) "
                 f"(first at index {first_index(varies)})")))
     if isinstance(b.p, torch.Tensor):
         p_nan = torch.isnan(b.p.detach()).reshape(-1)
-        checks.append(ValueCheck(p_nan.any(), lambda: f"p: NaN exponent (first at index {first_index(p_nan)})"))
+        checks.append(ValueCheck(p_nan.any(), count=True,
+                                 diagnose=lambda: f"p: NaN exponent (first at index {first_index(p_nan)})"))
     for name, x in (("ref_logp", b.ref_logp), ("entropy", b.entropy)):
         if x is not None:
-            checks.append(ValueCheck(_masked_sum_flag(x.detach(), b.mask), _nonfinite_at(name, x, b.mask, on_token)))
+            checks.append(ValueCheck(torch.where(b.mask, x.detach(), 0.0).sum(), _nonfinite_at(name, x, b.mask, on_token)))
     return checks
 
 
-def raise_failed(checks: list[ValueCheck], flags: list[float]) -> None:
-    """Raise the first confirmed failure among the checks whose flag read back set."""
-    for check, flag in zip(checks, flags, strict=True):
-        if flag:
+def raise_failed(checks: list[ValueCheck], values: list[float]) -> None:
+    """Raise the first confirmed failure among the checks, given their read-back values."""
+    for check, v in zip(checks, values, strict=True):
+        if check.may_fail(v):
             msg = check.diagnose()
             if msg is not None:
                 raise ValueError(msg)

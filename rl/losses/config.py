@@ -116,11 +116,10 @@ class LossConfig:
         if tensors:
             raise ValueError(f"{', '.join(tensors)}: a per-call tensor, not configuration; pass it to "
                              "loss_from_config (or policy_loss)")
-        names = [f.name for f in fields(cls) if f.init]
-        unknown = sorted(set(options) - set(names))
+        unknown = sorted(set(options) - _OPTION_NAMES)
         if unknown:
             raise ValueError(f"policy_loss: unknown option(s) {', '.join(unknown)}; valid options: "
-                             f"{', '.join(sorted([*names, *CALL_TENSORS]))}")
+                             f"{', '.join(sorted([*_OPTION_NAMES, *CALL_TENSORS]))}")
         mean = options.get("mean", cls.mean)
         for m_name, opts in MEAN_OPTIONS.items():
             for nm in opts:
@@ -192,3 +191,6 @@ class LossConfig:
     def mean_options(self) -> dict[str, Any]:
         """The keyword options of :func:`rl.losses.sequence_log_ratio` for this configuration's mean."""
         return {name: getattr(self, name) for name in MEAN_OPTIONS.get(self.mean, ())}
+
+
+_OPTION_NAMES = frozenset(f.name for f in fields(LossConfig) if f.init)

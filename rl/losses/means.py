@@ -20,13 +20,14 @@ backward when ``l`` carries a graph (no second exponential pass), else
 :func:`meantheory.mean_weights`.
 
 The one exception is a Python ``p == 0``: GSPO's masked mean of the token log-ratios, written
-out as TRL and verl write it (a sum and a division, not a second algorithm). Through
-meantheory the whole loss (forward+backward, B = 64, float32, one CPU thread, paired medians
-of interleaved runs) costs 1.29x as much at p = 0 and T = 1024 and 1.1-1.4x at T = 8192: a
-fixed per-call cost of general input handling and a second count of the mask. At p = +-1
-meantheory is level with the fused function it replaced (1.05x at T = 1024, 0.94-0.97x at
-T = 8192). ``benchmarks/bench_losses.py`` times the loss against TRL; the tests hold both
-paths to mpmath.
+out as TRL and verl write it (a sum and a division, not a second algorithm), which can take the
+masked row sums the loss already holds (``row_sum``). Through meantheory instead, the whole loss
+(forward+backward, B = 64, float32, one CPU thread, paired medians of 150-400 interleaved runs,
+CPU time on a busy machine) costs 1.33x as much at T = 1024 and 1.5-1.6x at T = 8192, with
+the defaults and with ``check=False, metrics=False`` alike: meantheory's general input handling,
+a second pass that masks the log-ratios and a second count of the mask. At p = +-1 meantheory
+was level with the fused function it replaced (1.05x at T = 1024, 0.94-0.97x at T = 8192).
+``benchmarks/bench_losses.py`` times the loss against TRL; the tests hold both paths to mpmath.
 
 Also here: the recursive mean iteration of seed 000 (:func:`rmi_log_ratio`), the
 multi-scale mean (:func:`multiscale_log_ratio`), and :func:`sequence_log_ratio`, which picks
@@ -65,10 +66,13 @@ def _no_tokens(l: torch.Tensor, weights: bool) -> tuple[torch.Tensor, torch.Tens
 
 
 def _masked_mean(
-    l: torch.Tensor, mask: torch.Tensor, n: torch.Tensor | None = None, weights: bool = True
+    l: torch.Tensor, mask: torch.Tensor, n: torch.Tensor | None = None, weights: bool = True,
+    row_sum: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     n1 = (_counts(mask, l.dtype) if n is None else n.to(l.dtype).reshape(-1, 1)).clamp(min=1.0)
-    log_s = torch.where(mask, l, 0.0).sum(dim=-1) / n1.squeeze(-1)
+    if row_sum is None:
+        row_sum = torch.where(mask, l, 0.0).sum(dim=-1)
+    log_s = row_sum / n1.squeeze(-1)
     pi = mask.view(torch.uint8).to(l.dtype).div_(n1) if weights else None
     return log_s, pi
 
@@ -81,6 +85,7 @@ def power_log_ratio(
     check: bool = True,
     n: torch.Tensor | None = None,
     weights: bool = True,
+    row_sum: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     r"""Log power-mean sequence ratio ``log s_i = log M_p(exp(l_i))`` over each row's unmasked tokens.
 
@@ -92,6 +97,8 @@ def power_log_ratio(
       check: forwarded to meantheory (False: no value checks and no device sync).
       n: optional token counts per row ``[B]`` (saves recounting the mask).
       weights: False to skip computing ``pi`` (it is then None).
+      row_sum: optional ``sum_t m_it l_it`` [B] (differentiable), when the caller holds it: the
+        geometric mean (a Python ``p == 0``) is then ``row_sum / n`` without another pass.
 
     Returns:
       ``(log_s [B], pi [B, T])`` with ``pi = softmax(p l)`` over each row's tokens, detached;
@@ -101,7 +108,7 @@ def power_log_ratio(
     if l.shape[-1] == 0:
         return _no_tokens(l, weights)
     if isinstance(p, float | int) and not isinstance(p, bool) and p == 0:
-        return _masked_mean(l, mask, n, weights)
+        return _masked_mean(l, mask, n, weights, row_sum)
     if isinstance(p, torch.Tensor):
         if not p.requires_grad:
             # One p per row in the loss's dtype (a float64 p must not promote a float32 batch).
@@ -229,6 +236,7 @@ def sequence_log_ratio(
     adv_seq: torch.Tensor | None = None,
     log_lo: float = math.log(0.8),
     log_hi: float = math.log(1.2),
+    row_sum: torch.Tensor | None = None,
     **opts: Any,
 ) -> tuple[torch.Tensor, torch.Tensor | None, Any, dict[str, torch.Tensor]]:
     """The sequence log-ratio of the chosen mean: ``(log_s [B], pi [B, T], p_in_force, extra)``.
@@ -241,11 +249,11 @@ def sequence_log_ratio(
     ``mean="multiscale"``: :func:`multiscale_log_ratio`, ``p`` across chunks of ``chunk_size``
     tokens, ``chunk_p`` within them.
     ``weights=False`` skips ``pi`` where the mean allows it; ``extra`` holds detached
-    diagnostics (the adaptive signal).
+    diagnostics (the adaptive signal); ``row_sum`` is handed to :func:`power_log_ratio`.
     """
     zero_p = isinstance(p, float | int) and not isinstance(p, bool) and p == 0
     if mean == "power":
-        log_s, pi = power_log_ratio(l, mask, p, check=check, n=n, weights=weights)
+        log_s, pi = power_log_ratio(l, mask, p, check=check, n=n, weights=weights, row_sum=row_sum)
         return log_s, pi, p, {}
     if mean == "adaptive":
         if not zero_p:

@@ -35,7 +35,7 @@ import torch
 from rl.losses.batch import Batch, ValueCheck, raise_failed
 from rl.losses.clipping import ClipFlags
 
-__all__ = ["Surrogate", "UNITS", "loss_metrics", "read_back"]
+__all__ = ["ORDER", "Metrics", "Surrogate", "UNITS", "loss_metrics", "read_back"]
 
 #: how a clip flag's fraction counts: "token" (flags [B, T], over unmasked tokens), "sequence"
 #: (flags [B], over sequences with tokens), "sequence-tokens" (flags [B], each weighted by n_i)
@@ -55,34 +55,76 @@ class Surrogate:
     clips: tuple[tuple[ClipFlags | None, str], ...] = ()  # (flags, unit) pairs whose fractions add up
 
 
-def _clip_fractions(clips: tuple[tuple[ClipFlags | None, str], ...], b: Batch, n_tok: torch.Tensor,
-                    n_seq: torch.Tensor) -> list[torch.Tensor]:
+_CLIP_FIELDS = ("clip_frac_low", "clip_frac_high", "clip_frac_dual", "clip_frac_cap")
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """The metrics before read-back: ``values`` [K] (float64) named by ``names`` (a name given
+    several times is the sum of its parts), and ``known``: values fixed without computation."""
+
+    names: tuple[str, ...]
+    values: torch.Tensor
+    known: dict[str, float]
+    #: names read back as logs: the metric is exp of the value (clamped to +-700 first)
+    exp: tuple[str, ...] = ("seq_ratio_mean", "seq_ratio_min", "seq_ratio_max")
+
+
+class _Rows:
+    """Per-sequence rows [B] whose means over sequences (``seq``) or over tokens (``tok``: the row
+    holds each sequence's sum over its tokens) are metrics: one reduction for all of them."""
+
+    def __init__(self) -> None:
+        self.seq: dict[str, list[torch.Tensor]] = {}
+        self.tok: dict[str, list[torch.Tensor]] = {}
+
+    @staticmethod
+    def _flat(rows: dict[str, list[torch.Tensor]]) -> tuple[list[str], list[torch.Tensor]]:
+        names = [k for k, vs in rows.items() for _ in vs]
+        return names, [v for vs in rows.values() for v in vs]
+
+    def means(self, b: Batch) -> tuple[list[str], list[torch.Tensor]]:
+        """``(names, [means over sequences [k1], means over tokens [k2]])``."""
+        names, out = [], []
+        seq_names, seq_rows = self._flat(self.seq)
+        if seq_rows:
+            # Rows without tokens weigh 0 and may hold inf (a p of +-inf): replace, then average.
+            out.append(torch.where(b.nonempty, torch.stack(seq_rows), 0.0).sum(-1) / b.n_seq)
+            names += seq_names
+        tok_names, tok_rows = self._flat(self.tok)
+        if tok_rows:
+            out.append(torch.stack(tok_rows).sum(-1) / b.n.sum())
+            names += tok_names
+        return names, out
+
+
+def _add_clip_rows(rows: _Rows, clips: tuple[tuple[ClipFlags | None, str], ...], b: Batch) -> list[str]:
+    """Add each clip flag's row (see :data:`UNITS`); returns the clip fields no flag feeds (they are 0)."""
     dtype = b.n.dtype
-
-    def frac(flag: torch.Tensor, unit: str) -> torch.Tensor:
-        if unit == "token":
-            return (flag & b.mask).sum().to(dtype) / n_tok
-        if unit == "sequence":
-            return torch.where(b.nonempty, flag.to(dtype), 0.0).sum() / n_seq
-        return torch.where(flag & b.nonempty, b.n, 0.0).sum() / n_tok
-
-    out = [torch.zeros((), dtype=dtype, device=b.n.device) for _ in range(4)]
+    fed: set[str] = set()
     for flags, unit in clips:
         if flags is None:
             continue
-        for i, f in enumerate((flags.low, flags.high, flags.dual, flags.cap)):
-            if f is not None:
-                out[i] = out[i] + frac(f, unit)
-    return out
+        for name, f in zip(_CLIP_FIELDS, (flags.low, flags.high, flags.dual, flags.cap), strict=True):
+            if f is None:
+                continue
+            fed.add(name)
+            if unit == "token":  # flags [B, T]: the tokens clipped in each row
+                rows.tok.setdefault(name, []).append(
+                    (f & b.mask).view(torch.uint8).sum(-1, dtype=torch.int32).to(dtype))
+            elif unit == "sequence":
+                rows.seq.setdefault(name, []).append(f.to(dtype))
+            else:  # "sequence-tokens": a clipped sequence counts its tokens
+                rows.tok.setdefault(name, []).append(f.to(dtype) * b.n)
+    return [name for name in _CLIP_FIELDS if name not in fed]
 
 
 def _token_weight_ess(sur: Surrogate, b: Batch) -> torch.Tensor:
-    """``1 / (n_i sum_t pi_it^2)`` [B] (1 for uniform weights)."""
-    n1 = b.n.clamp(min=1.0)
-    if sur.uniform_pi:
-        return torch.ones_like(b.n)
+    """``1 / (n_i sum_t pi_it^2)`` [B], for weights ``pi`` that were formed (or the token ratios)."""
+    n1 = b.n1
     if sur.pi is not None:
-        return 1.0 / (n1 * (sur.pi * sur.pi).sum(-1)).clamp(min=torch.finfo(b.n.dtype).tiny)
+        sq = torch.linalg.vector_norm(sur.pi, dim=-1).square_()
+        return sq.mul_(n1).clamp_(min=torch.finfo(b.n.dtype).tiny).reciprocal_()
     # Level "token": the weights are the token ratios, (sum r)^2 / (n sum r^2) in log space.
     lm = torch.where(b.mask, b.l, -math.inf)
     log_ess = 2 * torch.logsumexp(lm, -1) - torch.logsumexp(2 * lm, -1) - torch.log(n1)
@@ -97,69 +139,89 @@ def loss_metrics(
     *,
     max_log_ratio: float | None,
     kl: torch.Tensor | None = None,
-) -> dict[str, torch.Tensor]:
-    """Every metric (see the module table) as a 0-d tensor, in the order they are reported.
+) -> Metrics:
+    """Every metric of the module table, not yet read back (see :func:`read_back`).
 
-    ``kl``: the per-token KL estimate to the reference when the loss formed it.
+    Means over sequences and over tokens are formed from per-sequence rows [B] (a row's value,
+    or its sum over tokens) stacked and reduced together, so that their number adds few
+    operations; values fixed by the configuration (a float p, the geometric mean's ESS of 1, a
+    clip that cannot act) are not computed at all. ``kl``: the per-token KL estimate to the
+    reference when the loss formed it.
     """
-    dtype = b.n.dtype
-    n_tok = b.n.sum()
-    n_seq = b.nonempty.sum().to(dtype)
-
-    def seq_mean(x: torch.Tensor) -> torch.Tensor:
-        return torch.where(b.nonempty, x.to(dtype), 0.0).sum() / n_seq
-
-    low, high, dual, capped = _clip_fractions(sur.clips, b, n_tok, n_seq)
-    out: dict[str, torch.Tensor] = {"loss": loss.detach(), "pg_loss": sur.pg.detach()}
-    out.update(clip_frac=low + high + dual, clip_frac_low=low, clip_frac_high=high, clip_frac_dual=dual,
-               clip_frac_cap=capped)
-    log_s = sur.log_s if sur.log_s is not None else b.row_sum / b.n.clamp(min=1.0)
-    ratio = torch.exp(log_s.detach().to(torch.float64).clamp(-700.0, 700.0))
-    nan = torch.full((), math.nan, dtype=torch.float64, device=ratio.device)
-    out["seq_ratio_mean"] = torch.where(b.nonempty, ratio, 0.0).sum() / n_seq.to(torch.float64)
-    out["seq_ratio_min"] = torch.where(b.nonempty, ratio, math.inf).amin() if ratio.numel() else nan
-    out["seq_ratio_max"] = torch.where(b.nonempty, ratio, -math.inf).amax() if ratio.numel() else nan
-    out["token_weight_ess"] = seq_mean(_token_weight_ess(sur, b))
+    f64 = torch.float64
+    rows = _Rows()
+    known = dict.fromkeys(_add_clip_rows(rows, sur.clips, b), 0.0)
+    if sur.uniform_pi:
+        known["token_weight_ess"] = 1.0  # weights 1/n_i: (sum pi)^2 / (n sum pi^2) = 1
+    else:
+        rows.seq["token_weight_ess"] = [_token_weight_ess(sur, b)]
+    p = sur.p_used
+    if isinstance(p, torch.Tensor):
+        pv = p.detach().to(b.n.dtype).expand(b.n.shape[0])
+        rows.seq["p"] = [pv]
+    elif p is not None:
+        known.update(p=float(p), p_min=float(p), p_max=float(p))
     ls = b.ls.detach()
     lc = ls if max_log_ratio is None else ls.clamp_max(max_log_ratio)
-    out["approx_kl_old"] = torch.expm1(lc).sub_(lc).sum() / n_tok  # k3 = r - 1 - log r; 0 on padding
-    out["approx_kl_old_k1"] = -b.row_sum.detach().sum() / n_tok
-    out["n_seqs"] = n_seq
-    out["n_tokens"] = n_tok
-    if sur.p_used is not None:
-        p = sur.p_used
-        pv = p.detach() if isinstance(p, torch.Tensor) else torch.full((), float(p), dtype=dtype, device=b.n.device)
-        pv = pv.to(dtype).expand(b.n.shape[0])
-        out["p"] = seq_mean(pv)
-        out["p_min"] = torch.where(b.nonempty, pv, math.inf).amin()
-        out["p_max"] = torch.where(b.nonempty, pv, -math.inf).amax()
-    if "adaptive_signal" in sur.extra:
-        out["adaptive_signal"] = sur.extra["adaptive_signal"]
+    rows.tok["approx_kl_old"] = [torch.expm1(lc).sub_(lc).sum(-1)]  # k3 = r - 1 - log r; 0 on padding
+    rows.tok["approx_kl_old_k1"] = [-b.row_sum.detach()]
     if kl is not None:
-        out["kl_ref"] = torch.where(b.mask, kl, 0.0).sum() / n_tok
+        rows.tok["kl_ref"] = [torch.where(b.mask, kl, 0.0).sum(-1)]
     if b.entropy is not None:
-        out["entropy"] = torch.where(b.mask, b.entropy, 0.0).sum() / n_tok
-    return out
+        rows.tok["entropy"] = [torch.where(b.mask, b.entropy.detach(), 0.0).sum(-1)]
+    names, parts = rows.means(b)
+
+    # Sequence ratios from log-space reductions, exponentiated after read-back (Metrics.exp): the
+    # ratio of a far-off-policy sequence overflows float32, its log does not.
+    log_s = (sur.log_s if sur.log_s is not None else b.row_sum / b.n1).detach()
+    ne = b.nonempty
+    below = torch.where(ne, log_s, -math.inf)
+    names += ["loss", "pg_loss", "n_seqs", "n_tokens", "seq_ratio_mean", "seq_ratio_min", "seq_ratio_max"]
+    parts.append(torch.stack([loss, sur.pg, b.n_seq, b.n.sum(), torch.logsumexp(below, 0) - b.n_seq.log(),
+                              torch.where(ne, log_s, math.inf).amin(0), below.amax(0)]))
+    if isinstance(p, torch.Tensor):
+        names += ["p_min", "p_max"]
+        parts.append(torch.stack([torch.where(ne, pv, math.inf).amin(0), torch.where(ne, pv, -math.inf).amax(0)]))
+    if "adaptive_signal" in sur.extra:
+        names.append("adaptive_signal")
+        parts.append(sur.extra["adaptive_signal"].reshape(1))
+    values = torch.cat(parts).to(torch.float64)
+    return Metrics(names=tuple(names), values=values, known=known)
 
 
-def read_back(checks: list[ValueCheck], metrics: dict[str, torch.Tensor] | None) -> dict[str, float]:
-    """Read the checks' flags and the metrics in one synchronisation; raise the first failed check.
+#: the order metrics are reported in (names not computed in a call are left out)
+ORDER = ("loss", "pg_loss", "clip_frac", *_CLIP_FIELDS, "seq_ratio_mean", "seq_ratio_min", "seq_ratio_max",
+         "token_weight_ess", "approx_kl_old", "approx_kl_old_k1", "n_seqs", "n_tokens", "p", "p_min", "p_max",
+         "adaptive_signal", "kl_ref", "entropy")
+#: statistics over sequences that are NaN when no sequence has tokens
+_OVER_SEQUENCES = ("p", "p_min", "p_max", "seq_ratio_min", "seq_ratio_max", "token_weight_ess")
 
-    Returns the metrics as floats (``{}`` when ``metrics`` is None); with no sequence left, the
-    exponent and the min/max ratio are NaN (statistics over an empty set).
+
+def read_back(checks: list[ValueCheck], metrics: Metrics | None) -> dict[str, float]:
+    """Read the checks' values and the metrics in one synchronisation; raise the first failed check.
+
+    Returns the metrics as floats in the order of :data:`ORDER` (``{}`` when ``metrics`` is None),
+    with ``clip_frac = clip_frac_low + clip_frac_high + clip_frac_dual``; statistics over sequences
+    are NaN when no sequence has tokens.
     """
     if not checks and metrics is None:
         return {}
-    parts = [c.flag.reshape(()).to(torch.float64) for c in checks]
+    parts = [torch.stack([c.value.detach().reshape(()) for c in checks]).to(torch.float64)] if checks else []
     if metrics is not None:
-        parts += [v.detach().reshape(()).to(torch.float64) for v in metrics.values()]
-    values = torch.stack(parts).tolist()
+        parts.append(metrics.values)
+    values = torch.cat(parts).tolist()
     raise_failed(checks, values[: len(checks)])
     if metrics is None:
         return {}
-    res = dict(zip(metrics, values[len(checks):], strict=True))
-    if not res["n_seqs"]:
-        for k in ("p", "p_min", "p_max", "seq_ratio_min", "seq_ratio_max"):
-            if k in res:
-                res[k] = math.nan
-    return res
+    got: dict[str, float] = {}
+    for name, v in zip(metrics.names, values[len(checks):], strict=True):
+        got[name] = got.get(name, 0.0) + v
+    for name in metrics.exp:
+        got[name] = math.exp(min(max(got[name], -700.0), 700.0))  # NaN stays NaN
+    got.update(metrics.known)
+    got["clip_frac"] = got["clip_frac_low"] + got["clip_frac_high"] + got["clip_frac_dual"]
+    if not got["n_seqs"]:
+        for k in _OVER_SEQUENCES:
+            if k in got:
+                got[k] = math.nan
+    return {k: got[k] for k in ORDER if k in got}

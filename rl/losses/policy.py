@@ -102,10 +102,13 @@ def _sequence_ratio(b: Batch, config: LossConfig, l: torch.Tensor, weights: bool
     """``(log_s, pi, p_in_force, extra)`` of the configured mean over ``l`` [B, T] (``pi`` if ``weights``;
     ``p`` overrides the batch's exponent)."""
     win = config.window
+    # The batch's masked row sums (which the checks and metrics read too) are the geometric mean's.
+    row_sum = b.row_sum if l is b.l and _geometric(b, config) else None
     # check=False: the values meantheory would check (finite l on the mask, p not NaN) are
     # checked by the loss (rl.losses.batch.value_checks), once.
     return sequence_log_ratio(l, b.mask, b.p if p is None else p, mean=config.mean, check=False, n=b.n,
-                              weights=weights, adv_seq=b.a_seq, log_lo=win.lo, log_hi=win.hi, **config.mean_options)
+                              weights=weights, adv_seq=b.a_seq, log_lo=win.lo, log_hi=win.hi, row_sum=row_sum,
+                              **config.mean_options)
 
 
 def _window(b: Batch, config: LossConfig, p: Any) -> tuple[Bound, Bound]:
