@@ -148,7 +148,6 @@ def loss_metrics(
     clip that cannot act) are not computed at all. ``kl``: the per-token KL estimate to the
     reference when the loss formed it.
     """
-    f64 = torch.float64
     rows = _Rows()
     known = dict.fromkeys(_add_clip_rows(rows, sur.clips, b), 0.0)
     if sur.uniform_pi:
