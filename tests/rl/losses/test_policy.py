@@ -523,3 +523,77 @@ def test_zero_advantage_far_off_policy_stays_finite_without_cap():
         loss.backward()
         assert torch.isfinite(loss) and torch.isfinite(lp.grad).all()
         assert (lp.grad[0] == 0).all()
+
+
+# Defect 2 of issue 10: a [B, 0] batch crashed at p != 0 (meantheory reduced over an empty dim).
+@pytest.mark.parametrize("level, p", [("token", 0.0)] + [(level, p) for level in ("sequence", "sequence-token", "gmpo")
+                                                          for p in (1.0, 0.0, -1.0, math.inf, -math.inf)])
+@pytest.mark.parametrize("agg", AGG_MODES)
+def test_zero_length_batch_gives_the_documented_empty_value(level, p, agg):
+    B = 3
+    lp = torch.zeros(B, 0, dtype=F64, requires_grad=True)
+    mask = torch.zeros(B, 0, dtype=torch.bool)
+    loss, m = policy_loss(lp, torch.zeros(B, 0, dtype=F64), torch.ones(B, dtype=F64), mask, level=level, p=p, agg=agg)
+    assert loss.item() == 0.0 and loss.grad_fn is not None  # exactly 0, and still a function of logp
+    loss.backward()
+    assert lp.grad is not None and lp.grad.shape == (B, 0)
+    assert m["loss"] == 0.0 and m["pg_loss"] == 0.0 and m["n_seqs"] == 0.0 and m["n_tokens"] == 0.0
+    # Statistics over an empty set are NaN; the dual clip is off here, and reports 0.
+    assert m["clip_frac_dual"] == 0.0
+    others = set(m) - {"loss", "pg_loss", "n_seqs", "n_tokens", "clip_frac_dual"}
+    assert others and all(math.isnan(m[k]) for k in others), {k: m[k] for k in others}
+
+
+def test_zero_length_batch_for_every_mean_and_a_learnable_p():
+    B = 2
+    mask = torch.zeros(B, 0, dtype=torch.bool)
+    z = torch.zeros(B, 0, dtype=F64)
+    for opts in ({"mean": "rmi"}, {"mean": "multiscale", "chunk_size": 3, "p": -1.0}, {"mean": "adaptive"},
+                 {"p": torch.tensor([-1.0, 2.0], dtype=F64, requires_grad=True)}):
+        lp = z.clone().requires_grad_()
+        loss, m = policy_loss(lp, z, torch.ones(B, dtype=F64), mask, **opts)
+        loss.backward()
+        assert loss.item() == 0.0 and m["n_tokens"] == 0.0, opts
+
+
+@pytest.mark.parametrize("level, p", [("token", 0.0), ("sequence", -1.0), ("sequence-token", 1.0), ("gmpo", 0.0)])
+def test_loss_from_config_is_policy_loss(level, p):
+    from rl.losses import LossConfig, loss_from_config
+
+    logp, old, adv, mask = random_batch(21)
+    ref = old + 0.05
+    ent = torch.rand(logp.shape, generator=torch.Generator().manual_seed(21), dtype=F64)
+    opts = dict(level=level, p=p, eps_low=0.1, eps_high=0.2, agg="token-mean", clip_c=3.0, kl_coef=0.1, entropy_coef=0.01)
+    config = LossConfig.create(**opts)
+    out = []
+    for call in (lambda x: policy_loss(x, old, adv, mask, ref_logp=ref, entropy=ent, **opts),
+                 lambda x: loss_from_config(config, x, old, adv, mask, ref_logp=ref, entropy=ent)):
+        lp = logp.clone().requires_grad_()
+        loss, m = call(lp)
+        loss.backward()
+        out.append((loss.detach(), lp.grad, m))
+    assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][1], out[1][1])
+    assert out[0][2] == out[1][2]
+
+
+def test_defaults_read_back_once(monkeypatch):
+    """check=True, metrics=True: the value checks and every metric come back in one synchronisation."""
+    logp, old, adv, mask = random_batch(22, dtype=torch.float32)
+    for level, p in (("token", 0.0), ("sequence", 0.0), ("sequence", -1.0), ("sequence-token", 1.0), ("gmpo", 2.0)):
+        reads = []
+
+        def count(name, orig):
+            def f(self, *a, **k):
+                reads.append(name)
+                return orig(self, *a, **k)
+            return f
+
+        with monkeypatch.context() as mp:
+            for name in ("item", "tolist", "__bool__", "__float__", "__int__", "nonzero"):
+                mp.setattr(torch.Tensor, name, count(name, getattr(torch.Tensor, name)))
+            # meantheory asks on a CPU whether a rare branch is needed (free there); on an
+            # accelerator it computes the branch instead: run that path, as in the no-sync test.
+            mp.setattr(mt_power_mean, "_maybe", lambda pr, flags: True)
+            _, m = policy_loss(logp, old, adv, mask, level=level, p=p, clip_c=3.0)
+        assert reads == ["tolist"], (level, p, reads)
+        assert m["n_tokens"] == float(mask.sum())
