@@ -142,8 +142,25 @@ def clip_log_ratio(
         low = None if _is_off(lo, -math.inf) else neg & (xd < lo)
         high = None if _is_off(hi, math.inf) else (adv > 0) & (xd > hi)
         dual = None if log_c is None else neg & (xl > log_c)
-        capped = None if cap is None else (xl > cap) & (upper_side > cap)
+        capped = None if cap is None else _cap_flag(xl, neg, upper_side, cap, log_c, hi)
     return x_eff, ClipFlags(low=low, high=high, dual=dual, cap=capped)
+
+
+def _cap_flag(xl: torch.Tensor, neg: torch.Tensor, upper_side: torch.Tensor, cap: float, log_c: float | None,
+              hi: Bound) -> torch.Tensor | None:
+    """``xl > cap`` where the side's bound (``log c`` for A < 0, ``hi`` otherwise) lies above the cap;
+    with float bounds the sides are known without a comparison per entry (None: the cap cannot act)."""
+    if isinstance(hi, torch.Tensor):
+        return (xl > cap) & (upper_side > cap)
+    neg_side = log_c is None or log_c > cap
+    pos_side = hi > cap
+    if neg_side and pos_side:
+        return xl > cap
+    if neg_side:
+        return neg & (xl > cap)
+    if pos_side:
+        return ~neg & (xl > cap)
+    return None
 
 
 @torch.no_grad()

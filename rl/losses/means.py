@@ -116,14 +116,15 @@ def power_log_ratio(
         if p.ndim == 0:
             p = p.expand(B)
     nonempty = mask.any(dim=-1) if n is None else n.reshape(B) > 0
-    log_s = meantheory.log_power_mean(l, p, mask=mask, check=check)
-    log_s = torch.where(nonempty, log_s, 0.0)  # meantheory's NaN for an empty row
+    raw = meantheory.log_power_mean(l, p, mask=mask, check=check)
+    log_s = torch.where(nonempty, raw, 0.0)  # meantheory's NaN for an empty row
     pi = None
     if weights:
         if l.requires_grad and torch.is_grad_enabled():
             # pi = d log_s / d l by definition: meantheory's closed-form backward (one product
-            # with the exponentials its forward kept) instead of a second exponential pass.
-            (pi,) = torch.autograd.grad(log_s, l, torch.ones_like(log_s), retain_graph=True)
+            # with the exponentials its forward kept) instead of a second exponential pass. From
+            # meantheory's own output (an empty row gets gradient 0 there): one node fewer to run.
+            (pi,) = torch.autograd.grad(raw, l, torch.ones_like(raw), retain_graph=True)
         else:
             with torch.no_grad():
                 p_det = p.detach() if isinstance(p, torch.Tensor) else p

@@ -156,23 +156,23 @@ def loss_metrics(
         rows.seq["token_weight_ess"] = [_token_weight_ess(sur, b)]
     p = sur.p_used
     if isinstance(p, torch.Tensor):
-        pv = p.detach().to(b.n.dtype).expand(b.n.shape[0])
+        pv = p.to(b.n.dtype).expand(b.n.shape[0])
         rows.seq["p"] = [pv]
     elif p is not None:
         known.update(p=float(p), p_min=float(p), p_max=float(p))
-    ls = b.ls.detach()
+    ls = b.ls
     lc = ls if max_log_ratio is None else ls.clamp_max(max_log_ratio)
     rows.tok["approx_kl_old"] = [torch.expm1(lc).sub_(lc).sum(-1)]  # k3 = r - 1 - log r; 0 on padding
-    rows.tok["approx_kl_old_k1"] = [-b.row_sum.detach()]
+    rows.tok["approx_kl_old_k1"] = [-b.row_sum]
     if kl is not None:
         rows.tok["kl_ref"] = [torch.where(b.mask, kl, 0.0).sum(-1)]
     if b.entropy is not None:
-        rows.tok["entropy"] = [torch.where(b.mask, b.entropy.detach(), 0.0).sum(-1)]
+        rows.tok["entropy"] = [torch.where(b.mask, b.entropy, 0.0).sum(-1)]
     names, parts = rows.means(b)
 
     # Sequence ratios from log-space reductions, exponentiated after read-back (Metrics.exp): the
     # ratio of a far-off-policy sequence overflows float32, its log does not.
-    log_s = (sur.log_s if sur.log_s is not None else b.row_sum / b.n1).detach()
+    log_s = sur.log_s if sur.log_s is not None else b.row_sum / b.n1
     ne = b.nonempty
     below = torch.where(ne, log_s, -math.inf)
     names += ["loss", "pg_loss", "n_seqs", "n_tokens", "seq_ratio_mean", "seq_ratio_min", "seq_ratio_max"]

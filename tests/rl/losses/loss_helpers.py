@@ -66,6 +66,16 @@ def random_batch(seed: int, B: int = 6, T: int = 10, scale: float = 0.3, dtype=F
     return logp, old, adv, mask
 
 
+def ragged_log_ratios(seed: int, B: int, T: int, scale: float, *, keep: float = 0.8, shift: float = 0.0, dtype=F64):
+    """Log-ratios ``scale * N(0, 1) + shift`` [B, T] and a random mask keeping about ``keep`` of them
+    (every row keeps its first token)."""
+    g = torch.Generator().manual_seed(seed)
+    l = scale * torch.randn(B, T, generator=g, dtype=dtype) + shift
+    mask = torch.rand(B, T, generator=g) < keep
+    mask[:, 0] = True
+    return l, mask
+
+
 rows_strategy = st.lists(
     st.lists(st.floats(-3.0, 3.0, allow_nan=False), min_size=1, max_size=7), min_size=1, max_size=5
 )

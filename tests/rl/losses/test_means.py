@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from meantheory import reference
 from rl.losses import multiscale_log_ratio, policy_loss, power_log_ratio, rmi_log_ratio
-from tests.rl.losses.loss_helpers import F64, NAN, rows_strategy, t64
+from tests.rl.losses.loss_helpers import F64, NAN, ragged_log_ratios, rows_strategy, t64
 
 
 ACCURACY_PS = [-300.0, -7.0, -1.0, -0.3, -1e-6, -1e-15, 0.0, 1e-15, 1e-6, 0.3, 1.0, 7.0, 300.0]
@@ -21,10 +21,7 @@ ACCURACY_PS = [-300.0, -7.0, -1.0, -0.3, -1e-6, -1e-15, 0.0, 1e-15, 1e-6, 0.3, 1
 
 @pytest.mark.parametrize("scale", [1e-6, 1e-2, 1.0, 30.0])
 def test_power_log_ratio_matches_mpmath_float64(scale):
-    g = torch.Generator().manual_seed(11)
-    l = scale * torch.randn(5, 9, generator=g, dtype=F64) + 0.5
-    mask = torch.rand(5, 9, generator=g) < 0.8
-    mask[:, 0] = True
+    l, mask = ragged_log_ratios(11, 5, 9, scale, shift=0.5)
     lm = torch.where(mask, l, NAN)
     # Both routes to the weights: meantheory.mean_weights (no graph) and the backward of
     # log_s (l requires grad).
@@ -40,10 +37,7 @@ def test_power_log_ratio_matches_mpmath_float64(scale):
 
 @pytest.mark.parametrize("p", [-2.0, -1.0, 0.0, 1e-3, 1.0, 4.0])
 def test_power_log_ratio_float32_value_gradient_and_weights(p):
-    g = torch.Generator().manual_seed(12)
-    l = 0.3 * torch.randn(6, 40, generator=g)
-    mask = torch.rand(6, 40, generator=g) < 0.6
-    mask[:, 0] = True
+    l, mask = ragged_log_ratios(12, 6, 40, 0.3, keep=0.6, dtype=torch.float32)
     lr = torch.where(mask, l, NAN).requires_grad_()  # padding holds NaN and must not leak
     log_s, pi = power_log_ratio(lr, mask, p, check=False)
     ref = reference.log_power_mean_rows(l.double().numpy(), p, mask=mask.numpy())
@@ -61,10 +55,7 @@ def test_power_log_ratio_float32_value_gradient_and_weights(p):
 
 
 def test_per_row_tensor_p_including_zero_and_learnable_path_agree():
-    g = torch.Generator().manual_seed(13)
-    l = 0.5 * torch.randn(6, 7, generator=g, dtype=F64)
-    mask = torch.rand(6, 7, generator=g) < 0.8
-    mask[:, 0] = True
+    l, mask = ragged_log_ratios(13, 6, 7, 0.5)
     ps = torch.tensor([-2.0, -1.0, 0.0, 0.5, 1.0, 3.0], dtype=F64)
     fast, w_fast = power_log_ratio(l, mask, ps)
     slow, w_slow = power_log_ratio(l, mask, ps.clone().requires_grad_())  # meantheory path
@@ -101,10 +92,7 @@ def test_rmi_converges_to_sqrt_ah_not_to_the_geometric_mean():
 
 
 def test_rmi_weights_are_its_gradient_and_policy_loss_uses_it():
-    g = torch.Generator().manual_seed(14)
-    l = 0.4 * torch.randn(4, 6, generator=g, dtype=F64)
-    mask = torch.rand(4, 6, generator=g) < 0.8
-    mask[:, 0] = True
+    l, mask = ragged_log_ratios(14, 4, 6, 0.4)
     lr = l.clone().requires_grad_()
     log_s, pi = rmi_log_ratio(lr, mask, 3)
     (grad,) = torch.autograd.grad(log_s.sum(), lr)
@@ -126,10 +114,7 @@ def test_multiscale_closed_form_with_a_partial_chunk():
 
 
 def test_multiscale_reductions_to_plain_means():
-    g = torch.Generator().manual_seed(15)
-    l = 0.5 * torch.randn(5, 11, generator=g, dtype=F64)
-    mask = torch.rand(5, 11, generator=g) < 0.7
-    mask[:, 0] = True
+    l, mask = ragged_log_ratios(15, 5, 11, 0.5, keep=0.7)
     for p in (-1.0, 0.5, 2.0):
         plain, _ = power_log_ratio(l, mask, p)
         one, _ = multiscale_log_ratio(l, mask, p, chunk_size=1, chunk_p=-3.0)  # chunks of one token
@@ -141,10 +126,7 @@ def test_multiscale_reductions_to_plain_means():
 
 
 def test_multiscale_weights_are_its_gradient_and_outer_p_learns():
-    g = torch.Generator().manual_seed(16)
-    l = 0.5 * torch.randn(3, 10, generator=g, dtype=F64)
-    mask = torch.rand(3, 10, generator=g) < 0.8
-    mask[:, 0] = True
+    l, mask = ragged_log_ratios(16, 3, 10, 0.5)
     lr = l.clone().requires_grad_()
     p = torch.tensor(1.0, dtype=F64, requires_grad=True)
     log_s, pi = multiscale_log_ratio(lr, mask, p, chunk_size=3, chunk_p=-1.0)
@@ -167,10 +149,7 @@ def test_sequence_ratio_ordered_in_p(rows, ps):
 def test_geometric_mean_from_the_callers_row_sums_matches_mpmath():
     # The loss hands power_log_ratio the masked row sums it already holds: the same value and
     # gradient as the mean computed from l, and both within a few ulps of the oracle.
-    g = torch.Generator().manual_seed(18)
-    l = 0.7 * torch.randn(5, 9, generator=g, dtype=F64) - 0.2
-    mask = torch.rand(5, 9, generator=g) < 0.7
-    mask[:, 0] = True
+    l, mask = ragged_log_ratios(18, 5, 9, 0.7, keep=0.7, shift=-0.2)
     ref = reference.log_power_mean_rows(l.numpy(), 0.0, mask=mask.numpy())
     out = []
     for with_sums in (False, True):
