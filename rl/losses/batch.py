@@ -68,6 +68,11 @@ class Batch:
         return self.nonempty.sum(dtype=self.n.dtype)
 
     @cached_property
+    def n_tok(self) -> torch.Tensor:
+        """Unmasked tokens (0-d, compute dtype)."""
+        return self.n.sum()
+
+    @cached_property
     def ls(self) -> torch.Tensor:
         """``l`` with 0 on padding (differentiable)."""
         return torch.where(self.mask, self.l, 0.0)

@@ -96,9 +96,22 @@ class ClipFlags:
 
 
 def _full(v: Bound, like: torch.Tensor) -> torch.Tensor:
-    # Bounds as tensors of x's dtype: a Python number in torch.where would become a tensor of the
-    # default dtype, and a float64 bound rounded to float32 would clip a float64 batch 1 ulp off.
     return v.to(like.dtype) if isinstance(v, torch.Tensor) else torch.full((), v, dtype=like.dtype, device=like.device)
+
+
+def _pick(neg: torch.Tensor, a: Bound, b: Bound, like: torch.Tensor) -> torch.Tensor:
+    """``a`` where ``neg``, else ``b``, in ``like``'s dtype."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor) or like.dtype != torch.get_default_dtype():
+        # Python numbers in torch.where become tensors of the default dtype, and a float64 bound
+        # rounded to float32 would clip a float64 batch 1 ulp off: bounds of x's own dtype.
+        return torch.where(neg, _full(a, like), _full(b, like))
+    return torch.where(neg, a, b)
+
+
+def _min(v: Bound, cap: float | None) -> Bound:
+    if cap is None:
+        return v
+    return v.clamp_max(cap) if isinstance(v, torch.Tensor) else min(v, cap)
 
 
 def _is_off(v: Bound, off: float) -> bool:
@@ -128,10 +141,9 @@ def clip_log_ratio(
     One clamp with per-entry bounds chosen by the sign of ``A`` (the bounds carry no gradient).
     """
     neg = adv < 0
-    lower = torch.where(neg, _full(lo, x), _full(-math.inf, x))
-    upper_side = torch.where(neg, _full(math.inf if log_c is None else log_c, x), _full(hi, x))
-    upper = upper_side if cap is None else upper_side.clamp_max(cap)
-    x_eff = torch.clamp(x, min=lower, max=upper)
+    c = math.inf if log_c is None else log_c
+    lower = _pick(neg, lo, -math.inf, x)
+    x_eff = torch.clamp(x, min=lower, max=_pick(neg, _min(c, cap), _min(hi, cap), x))
     if not flags:
         return x_eff, None
     with torch.no_grad():
@@ -142,17 +154,16 @@ def clip_log_ratio(
         low = None if _is_off(lo, -math.inf) else neg & (xd < lo)
         high = None if _is_off(hi, math.inf) else (adv > 0) & (xd > hi)
         dual = None if log_c is None else neg & (xl > log_c)
-        capped = None if cap is None else _cap_flag(xl, neg, upper_side, cap, log_c, hi)
+        capped = None if cap is None else _cap_flag(xl, neg, cap, c, hi)
     return x_eff, ClipFlags(low=low, high=high, dual=dual, cap=capped)
 
 
-def _cap_flag(xl: torch.Tensor, neg: torch.Tensor, upper_side: torch.Tensor, cap: float, log_c: float | None,
-              hi: Bound) -> torch.Tensor | None:
-    """``xl > cap`` where the side's bound (``log c`` for A < 0, ``hi`` otherwise) lies above the cap;
-    with float bounds the sides are known without a comparison per entry (None: the cap cannot act)."""
+def _cap_flag(xl: torch.Tensor, neg: torch.Tensor, cap: float, c: float, hi: Bound) -> torch.Tensor | None:
+    """``xl > cap`` where the side's bound (``c = log c`` for A < 0, ``hi`` otherwise) lies above the
+    cap; with float bounds the sides are known without a comparison per entry (None: the cap cannot act)."""
     if isinstance(hi, torch.Tensor):
-        return (xl > cap) & (upper_side > cap)
-    neg_side = log_c is None or log_c > cap
+        return (xl > cap) & (_pick(neg, c, hi, xl) > cap)
+    neg_side = c > cap
     pos_side = hi > cap
     if neg_side and pos_side:
         return xl > cap

@@ -60,11 +60,11 @@ _CLIP_FIELDS = ("clip_frac_low", "clip_frac_high", "clip_frac_dual", "clip_frac_
 
 @dataclass(frozen=True)
 class Metrics:
-    """The metrics before read-back: ``values`` [K] (float64) named by ``names`` (a name given
-    several times is the sum of its parts), and ``known``: values fixed without computation."""
+    """The metrics before read-back: ``values`` (1-d parts, K values in all) named by ``names`` (a
+    name given several times is the sum of its parts), and ``known``: values fixed without computation."""
 
     names: tuple[str, ...]
-    values: torch.Tensor
+    values: list[torch.Tensor]  # 1-d parts, concatenated at read-back
     known: dict[str, float]
     #: names read back as logs: the metric is exp of the value (clamped to +-700 first)
     exp: tuple[str, ...] = ("seq_ratio_mean", "seq_ratio_min", "seq_ratio_max")
@@ -72,7 +72,8 @@ class Metrics:
 
 class _Rows:
     """Per-sequence rows [B] whose means over sequences (``seq``) or over tokens (``tok``: the row
-    holds each sequence's sum over its tokens) are metrics: one reduction for all of them."""
+    holds each sequence's sum over its tokens) are metrics: one reduction for all of them (a bool
+    row, a flag, is promoted to the dtype of the others by the stack)."""
 
     def __init__(self) -> None:
         self.seq: dict[str, list[torch.Tensor]] = {}
@@ -93,7 +94,7 @@ class _Rows:
             names += seq_names
         tok_names, tok_rows = self._flat(self.tok)
         if tok_rows:
-            out.append(torch.stack(tok_rows).sum(-1) / b.n.sum())
+            out.append(torch.stack(tok_rows).sum(-1) / b.n_tok)
             names += tok_names
         return names, out
 
@@ -110,21 +111,19 @@ def _add_clip_rows(rows: _Rows, clips: tuple[tuple[ClipFlags | None, str], ...],
                 continue
             fed.add(name)
             if unit == "token":  # flags [B, T]: the tokens clipped in each row
-                rows.tok.setdefault(name, []).append(
-                    (f & b.mask).view(torch.uint8).sum(-1, dtype=torch.int32).to(dtype))
+                rows.tok.setdefault(name, []).append((f & b.mask).view(torch.uint8).sum(-1, dtype=dtype))
             elif unit == "sequence":
-                rows.seq.setdefault(name, []).append(f.to(dtype))
+                rows.seq.setdefault(name, []).append(f)
             else:  # "sequence-tokens": a clipped sequence counts its tokens
-                rows.tok.setdefault(name, []).append(f.to(dtype) * b.n)
+                rows.tok.setdefault(name, []).append(f * b.n)
     return [name for name in _CLIP_FIELDS if name not in fed]
 
 
 def _token_weight_ess(sur: Surrogate, b: Batch) -> torch.Tensor:
     """``1 / (n_i sum_t pi_it^2)`` [B], for weights ``pi`` that were formed (or the token ratios)."""
     n1 = b.n1
-    if sur.pi is not None:
-        sq = torch.linalg.vector_norm(sur.pi, dim=-1).square_()
-        return sq.mul_(n1).clamp_(min=torch.finfo(b.n.dtype).tiny).reciprocal_()
+    if sur.pi is not None:  # inf for a row without tokens, which the means leave out
+        return torch.linalg.vector_norm(sur.pi, dim=-1).square_().mul_(n1).reciprocal_()
     # Level "token": the weights are the token ratios, (sum r)^2 / (n sum r^2) in log space.
     lm = torch.where(b.mask, b.l, -math.inf)
     log_ess = 2 * torch.logsumexp(lm, -1) - torch.logsumexp(2 * lm, -1) - torch.log(n1)
@@ -176,7 +175,7 @@ def loss_metrics(
     ne = b.nonempty
     below = torch.where(ne, log_s, -math.inf)
     names += ["loss", "pg_loss", "n_seqs", "n_tokens", "seq_ratio_mean", "seq_ratio_min", "seq_ratio_max"]
-    parts.append(torch.stack([loss, sur.pg, b.n_seq, b.n.sum(), torch.logsumexp(below, 0) - b.n_seq.log(),
+    parts.append(torch.stack([loss, sur.pg, b.n_seq, b.n_tok, torch.logsumexp(below, 0) - b.n_seq.log(),
                               torch.where(ne, log_s, math.inf).amin(0), below.amax(0)]))
     if isinstance(p, torch.Tensor):
         names += ["p_min", "p_max"]
@@ -184,8 +183,7 @@ def loss_metrics(
     if "adaptive_signal" in sur.extra:
         names.append("adaptive_signal")
         parts.append(sur.extra["adaptive_signal"].reshape(1))
-    values = torch.cat(parts).to(torch.float64)
-    return Metrics(names=tuple(names), values=values, known=known)
+    return Metrics(names=tuple(names), values=parts, known=known)
 
 
 #: the order metrics are reported in (names not computed in a call are left out)
@@ -205,10 +203,11 @@ def read_back(checks: list[ValueCheck], metrics: Metrics | None) -> dict[str, fl
     """
     if not checks and metrics is None:
         return {}
-    parts = [torch.stack([c.value.detach().reshape(()) for c in checks]).to(torch.float64)] if checks else []
+    parts = [torch.stack([c.value for c in checks])] if checks else []  # 0-d values without a graph
     if metrics is not None:
-        parts.append(metrics.values)
-    values = torch.cat(parts).tolist()
+        parts += metrics.values
+    # One conversion and one read for every value (Python floats are doubles).
+    values = torch.cat(parts).to(torch.float64).tolist()
     raise_failed(checks, values[: len(checks)])
     if metrics is None:
         return {}
