@@ -30,7 +30,8 @@ import math
 
 import torch
 
-__all__ = ["ADAPTIVE_SIGNALS", "ADAPTIVE_THRESHOLDS", "ADAPTIVE_PS", "adaptive_signal", "select_p"]
+__all__ = ["ADAPTIVE_SIGNALS", "ADAPTIVE_THRESHOLDS", "ADAPTIVE_PS", "adaptive_signal", "check_ps", "check_signal",
+           "check_thresholds", "select_p"]
 
 ADAPTIVE_SIGNALS = ("spread", "clip", "ess")
 ADAPTIVE_THRESHOLDS: dict[str, tuple[float, float]] = {"spread": (0.1, 0.3), "clip": (0.05, 0.2), "ess": (0.1, 0.5)}
@@ -49,8 +50,7 @@ def adaptive_signal(
     log_hi: float = math.log(1.2),
 ) -> torch.Tensor:
     """The instability signal (0-d tensor) of the token log-ratios ``l`` [B, T] (see module doc)."""
-    if signal not in ADAPTIVE_SIGNALS:
-        raise ValueError(f"adaptive_signal: unknown signal {signal!r}; expected one of {', '.join(ADAPTIVE_SIGNALS)}")
+    check_signal(signal)
     zero = torch.zeros((), dtype=l.dtype, device=l.device)
     ls = torch.where(mask, l, zero)
     n = mask.sum(-1).to(l.dtype)
@@ -74,7 +74,13 @@ def adaptive_signal(
     return 1.0 - ess.sum() / n_seq
 
 
+def check_signal(signal: str) -> None:
+    if signal not in ADAPTIVE_SIGNALS:
+        raise ValueError(f"adaptive_signal: unknown signal {signal!r}; expected one of {', '.join(ADAPTIVE_SIGNALS)}")
+
+
 def check_thresholds(thresholds: tuple[float, float]) -> tuple[float, float]:
+    """``(u_low, u_high)`` as floats, or a ValueError: two finite numbers with ``u_low <= u_high``."""
     try:
         lo, hi = (float(t) for t in thresholds)
     except (TypeError, ValueError) as exc:
@@ -82,6 +88,20 @@ def check_thresholds(thresholds: tuple[float, float]) -> tuple[float, float]:
     if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
         raise ValueError(f"adaptive_thresholds: expected finite low <= high, got {thresholds!r}")
     return lo, hi
+
+
+def check_ps(ps: tuple[float, float, float]) -> tuple[float, float, float]:
+    """``(p_stable, p_middle, p_unstable)`` as floats, or a ValueError: three real numbers (``+-inf`` allowed)."""
+    try:
+        vals = tuple(ps)
+    except TypeError as exc:
+        raise ValueError(f"adaptive_ps: expected three numbers, got {ps!r}") from exc
+    if len(vals) != 3:
+        raise ValueError(f"adaptive_ps: expected three numbers (stable, middle, unstable), got {ps!r}")
+    for v in vals:
+        if isinstance(v, bool) or not isinstance(v, int | float) or math.isnan(v):
+            raise ValueError(f"adaptive_ps: expected a real number, got {v!r}")
+    return tuple(float(v) for v in vals)  # type: ignore[return-value]
 
 
 def select_p(u: torch.Tensor, thresholds: tuple[float, float], ps: tuple[float, float, float] = ADAPTIVE_PS) -> torch.Tensor:

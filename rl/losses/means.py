@@ -20,18 +20,21 @@ backward when ``l`` carries a graph (no second exponential pass), else
 :func:`meantheory.mean_weights`.
 
 The one exception is a Python ``p == 0``: GSPO's masked mean of the token log-ratios, written
-out as TRL and verl write it (a sum and a division, not a second algorithm). Through
-meantheory the whole loss (forward+backward, B = 64, float32, one CPU thread, paired medians
-of interleaved runs) costs 1.29x as much at p = 0 and T = 1024 and 1.1-1.4x at T = 8192: a
-fixed per-call cost of general input handling and a second count of the mask. At p = +-1
-meantheory is level with the fused function it replaced (1.05x at T = 1024, 0.94-0.97x at
-T = 8192). ``benchmarks/bench_losses.py`` times the loss against TRL; the tests hold both
-paths to mpmath.
+out as TRL and verl write it (a sum and a division, not a second algorithm), which can take the
+masked row sums the loss already holds (``row_sum``). Through meantheory instead, the whole loss
+(forward+backward, B = 64, float32, one CPU thread, paired medians of 150-400 interleaved runs,
+CPU time on a busy machine) costs 1.33x as much at T = 1024 and 1.5-1.6x at T = 8192, with
+the defaults and with ``check=False, metrics=False`` alike: meantheory's general input handling,
+a second pass that masks the log-ratios and a second count of the mask. At p = +-1 meantheory
+was level with the fused function it replaced (1.05x at T = 1024, 0.94-0.97x at T = 8192).
+``benchmarks/bench_losses.py`` times the loss against TRL; the tests hold both paths to mpmath.
 
-Also here: the recursive mean iteration of seed 000 (:func:`rmi_log_ratio`) and the
-multi-scale mean (:func:`multiscale_log_ratio`). Every function answers ``(log_s, pi)``:
-``log_s`` ``[B]`` differentiable (0 for a row with no unmasked token), ``pi`` ``[B, T]`` the
-detached per-token sensitivities ``d log s / d l`` (rows sum to 1; 0 on padding).
+Also here: the recursive mean iteration of seed 000 (:func:`rmi_log_ratio`), the
+multi-scale mean (:func:`multiscale_log_ratio`), and :func:`sequence_log_ratio`, which picks
+one of them (or an adaptive p, :mod:`rl.losses.adaptive`) by name. Every function answers
+``(log_s, pi)``: ``log_s`` ``[B]`` differentiable (0 for a row with no unmasked token, and for
+every row of a ``[B, 0]`` batch), ``pi`` ``[B, T]`` the detached per-token sensitivities
+``d log s / d l`` (rows sum to 1; 0 on padding).
 """
 
 from __future__ import annotations
@@ -42,11 +45,13 @@ from typing import Any
 import torch
 
 import meantheory
+from rl.losses.adaptive import ADAPTIVE_PS, ADAPTIVE_THRESHOLDS, adaptive_signal, check_ps, check_thresholds, select_p
 
 __all__ = [
     "power_log_ratio",
     "rmi_log_ratio",
     "multiscale_log_ratio",
+    "sequence_log_ratio",
 ]
 
 
@@ -55,11 +60,19 @@ def _counts(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return mask.view(torch.uint8).sum(dim=-1, keepdim=True, dtype=torch.int32).to(dtype)
 
 
+def _no_tokens(l: torch.Tensor, weights: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A ``[B, 0]`` batch: every row is empty; ``log_s = 0`` that still depends on ``l`` (gradient 0)."""
+    return l.sum(dim=-1), (torch.zeros_like(l.detach()) if weights else None)
+
+
 def _masked_mean(
-    l: torch.Tensor, mask: torch.Tensor, n: torch.Tensor | None = None, weights: bool = True
+    l: torch.Tensor, mask: torch.Tensor, n: torch.Tensor | None = None, weights: bool = True,
+    row_sum: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     n1 = (_counts(mask, l.dtype) if n is None else n.to(l.dtype).reshape(-1, 1)).clamp(min=1.0)
-    log_s = torch.where(mask, l, 0.0).sum(dim=-1) / n1.squeeze(-1)
+    if row_sum is None:
+        row_sum = torch.where(mask, l, 0.0).sum(dim=-1)
+    log_s = row_sum / n1.squeeze(-1)
     pi = mask.view(torch.uint8).to(l.dtype).div_(n1) if weights else None
     return log_s, pi
 
@@ -72,6 +85,7 @@ def power_log_ratio(
     check: bool = True,
     n: torch.Tensor | None = None,
     weights: bool = True,
+    row_sum: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     r"""Log power-mean sequence ratio ``log s_i = log M_p(exp(l_i))`` over each row's unmasked tokens.
 
@@ -83,14 +97,18 @@ def power_log_ratio(
       check: forwarded to meantheory (False: no value checks and no device sync).
       n: optional token counts per row ``[B]`` (saves recounting the mask).
       weights: False to skip computing ``pi`` (it is then None).
+      row_sum: optional ``sum_t m_it l_it`` [B] (differentiable), when the caller holds it: the
+        geometric mean (a Python ``p == 0``) is then ``row_sum / n`` without another pass.
 
     Returns:
       ``(log_s [B], pi [B, T])`` with ``pi = softmax(p l)`` over each row's tokens, detached;
       a row without tokens answers ``log_s = 0`` (gradient 0) and ``pi = 0``.
     """
     B = l.shape[0]
+    if l.shape[-1] == 0:
+        return _no_tokens(l, weights)
     if isinstance(p, float | int) and not isinstance(p, bool) and p == 0:
-        return _masked_mean(l, mask, n, weights)
+        return _masked_mean(l, mask, n, weights, row_sum)
     if isinstance(p, torch.Tensor):
         if not p.requires_grad:
             # One p per row in the loss's dtype (a float64 p must not promote a float32 batch).
@@ -98,14 +116,15 @@ def power_log_ratio(
         if p.ndim == 0:
             p = p.expand(B)
     nonempty = mask.any(dim=-1) if n is None else n.reshape(B) > 0
-    log_s = meantheory.log_power_mean(l, p, mask=mask, check=check)
-    log_s = torch.where(nonempty, log_s, 0.0)  # meantheory's NaN for an empty row
+    raw = meantheory.log_power_mean(l, p, mask=mask, check=check)
+    log_s = torch.where(nonempty, raw, 0.0)  # meantheory's NaN for an empty row
     pi = None
     if weights:
         if l.requires_grad and torch.is_grad_enabled():
             # pi = d log_s / d l by definition: meantheory's closed-form backward (one product
-            # with the exponentials its forward kept) instead of a second exponential pass.
-            (pi,) = torch.autograd.grad(log_s, l, torch.ones_like(log_s), retain_graph=True)
+            # with the exponentials its forward kept) instead of a second exponential pass. From
+            # meantheory's own output (an empty row gets gradient 0 there): one node fewer to run.
+            (pi,) = torch.autograd.grad(raw, l, torch.ones_like(raw), retain_graph=True)
         else:
             with torch.no_grad():
                 p_det = p.detach() if isinstance(p, torch.Tensor) else p
@@ -176,6 +195,8 @@ def multiscale_log_ratio(
     if isinstance(chunk_p, bool) or not isinstance(chunk_p, float | int) or math.isnan(chunk_p):
         raise ValueError(f"chunk_p: expected a real number, got {chunk_p!r}")
     B, T = l.shape
+    if T == 0:
+        return _no_tokens(l, True)  # type: ignore[return-value]
     C = -(-T // chunk_size)
     pad = C * chunk_size - T
     ls = torch.where(mask, l, torch.zeros((), dtype=l.dtype, device=l.device))
@@ -199,3 +220,62 @@ def multiscale_log_ratio(
         pi_out = torch.where(nonempty.unsqueeze(-1), pi_out, torch.zeros_like(pi_out))
         pi = (pi_out.unsqueeze(-1) * pi_in.reshape(B, C, chunk_size)).reshape(B, C * chunk_size)[:, :T]
     return log_s, pi
+
+
+MEANS = ("power", "adaptive", "rmi", "multiscale")
+
+
+def sequence_log_ratio(
+    l: torch.Tensor,
+    mask: torch.Tensor,
+    p: Any = 0.0,
+    *,
+    mean: str = "power",
+    check: bool = True,
+    n: torch.Tensor | None = None,
+    weights: bool = True,
+    adv_seq: torch.Tensor | None = None,
+    log_lo: float = math.log(0.8),
+    log_hi: float = math.log(1.2),
+    row_sum: torch.Tensor | None = None,
+    **opts: Any,
+) -> tuple[torch.Tensor, torch.Tensor | None, Any, dict[str, torch.Tensor]]:
+    """The sequence log-ratio of the chosen mean: ``(log_s [B], pi [B, T], p_in_force, extra)``.
+
+    ``mean="power"``: :func:`power_log_ratio` with exponent ``p``.
+    ``mean="adaptive"``: p chosen by :mod:`rl.losses.adaptive` from the signal ``adaptive_signal``
+    (thresholds ``adaptive_thresholds``, exponents ``adaptive_ps``; ``adv_seq``, ``log_lo``,
+    ``log_hi`` feed the ``"clip"`` signal); ``p`` must be left at 0.
+    ``mean="rmi"``: :func:`rmi_log_ratio` with ``rmi_steps`` (``p`` must be left at 0; no p in force).
+    ``mean="multiscale"``: :func:`multiscale_log_ratio`, ``p`` across chunks of ``chunk_size``
+    tokens, ``chunk_p`` within them.
+    ``weights=False`` skips ``pi`` where the mean allows it; ``extra`` holds detached
+    diagnostics (the adaptive signal); ``row_sum`` is handed to :func:`power_log_ratio`.
+    """
+    zero_p = isinstance(p, float | int) and not isinstance(p, bool) and p == 0
+    if mean == "power":
+        log_s, pi = power_log_ratio(l, mask, p, check=check, n=n, weights=weights, row_sum=row_sum)
+        return log_s, pi, p, {}
+    if mean == "adaptive":
+        if not zero_p:
+            raise ValueError("p: mean='adaptive' chooses p itself; leave p at 0.0")
+        signal = opts.get("adaptive_signal", "spread")
+        thr = opts.get("adaptive_thresholds")
+        thr = check_thresholds(ADAPTIVE_THRESHOLDS.get(signal, (0.0, 0.0)) if thr is None else thr)
+        ps = check_ps(opts.get("adaptive_ps", ADAPTIVE_PS))
+        u = adaptive_signal(l, mask, signal, adv_seq=adv_seq, log_lo=log_lo, log_hi=log_hi)
+        p_t = select_p(u, thr, ps)
+        log_s, pi = power_log_ratio(l, mask, p_t.expand(l.shape[0]), check=check, n=n, weights=weights)
+        return log_s, pi, p_t, {"adaptive_signal": u}
+    if mean == "rmi":
+        if not zero_p:
+            raise ValueError("p: mean='rmi' has no exponent (it iterates arithmetic and harmonic means); leave p at 0.0")
+        log_s, pi = rmi_log_ratio(l, mask, opts.get("rmi_steps", 5), check=check)
+        return log_s, pi, None, {}
+    if mean == "multiscale":
+        k = opts.get("chunk_size")
+        if k is None:
+            raise ValueError("chunk_size: mean='multiscale' needs chunk_size (tokens per chunk)")
+        log_s, pi = multiscale_log_ratio(l, mask, p, chunk_size=k, chunk_p=opts.get("chunk_p", 0.0), check=check)
+        return log_s, pi, p, {}
+    raise ValueError(f"mean: unknown mean {mean!r}; expected one of {', '.join(MEANS)}")

@@ -1,10 +1,4 @@
-"""rl.losses.policy_loss: closed forms, gradient identities, peers' GSPO, properties, bad input.
-
-Expected values are written from the formulas (plain Python ``math`` on small hand batches,
-or a few lines of torch transcribing a public definition), never taken from the
-implementation. Tolerances: float64 batches are compared at rtol 1e-12 (a handful of
-operations, each within 1 ulp); float32 at 1e-6 relative.
-"""
+"""policy_loss: closed forms, gradient identities, peers (TRL, verl), properties, numerics."""
 
 from __future__ import annotations
 
@@ -16,55 +10,16 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rl.losses import AGG_MODES, aggregate, kl_estimate, policy_loss
+from rl.losses import AGG_MODES, policy_loss
+from tests.rl.losses.loss_helpers import F64, NAN, agg_by_hand, power_mean_by_hand, ppo_term, random_batch, rows_strategy, t64
 
-F64 = torch.float64
-NAN = float("nan")
 # The module (the package re-exports a function of the same name).
 mt_power_mean = importlib.import_module("meantheory.power_mean")
 
 
-def t64(rows, pad=NAN):
-    """Ragged list of rows -> ([B, T] float64 padded with ``pad``, bool mask)."""
-    T = max(len(r) for r in rows)
-    x = torch.full((len(rows), T), pad, dtype=F64)
-    m = torch.zeros(len(rows), T, dtype=torch.bool)
-    for i, r in enumerate(rows):
-        x[i, : len(r)] = torch.tensor(r, dtype=F64)
-        m[i, : len(r)] = True
-    return x, m
-
-
-def agg_by_hand(token_losses: list[list[float]], agg: str, T: int) -> float:
-    """verl's four modes written from their definitions, on ragged per-token losses."""
-    rows = [r for r in token_losses if r]
-    if agg == "token-mean":
-        return sum(sum(r) for r in rows) / sum(len(r) for r in rows)
-    if agg == "seq-mean-token-mean":
-        return sum(sum(r) / len(r) for r in rows) / len(rows)
-    if agg == "seq-mean-token-sum":
-        return sum(sum(r) for r in rows) / len(rows)
-    return sum(sum(r) for r in rows) / len(rows) / T
-
-
-def power_mean_by_hand(ls: list[float], p: float) -> float:
-    """s = ((1/n) sum r^p)^(1/p), s = exp(mean l) at p = 0: the textbook formula, in float64."""
-    if p == 0:
-        return math.exp(sum(ls) / len(ls))
-    return (sum(math.exp(p * x) for x in ls) / len(ls)) ** (1.0 / p)
-
-
-def ppo_term(r: float, a: float, lo: float, hi: float, c: float | None = None) -> float:
-    """-min(r a, clip(r, lo, hi) a), then the dual clip min(., -a c) for a < 0 (verl's form)."""
-    loss = -min(r * a, min(max(r, lo), hi) * a)
-    if c is not None and a < 0:
-        loss = min(loss, -a * c)
-    return loss
-
-
-# --------------------------------------------------------------------------- closed forms
-
 TOKEN_ROWS = [[0.1, -0.3, 0.5], [0.2, -0.5]]
+
+
 TOKEN_ADV = [1.0, -2.0]
 
 
@@ -99,6 +54,8 @@ def test_token_level_closed_form(agg, clip_c):
 
 
 SEQ_ROWS = [[0.1, -0.3, 0.5], [-0.2, -0.05], [0.02], []]
+
+
 SEQ_ADV = [1.0, -1.0, 0.5, 3.0]
 
 
@@ -200,20 +157,6 @@ def test_gmpo_matches_verl_geo_mean():
     torch.testing.assert_close(g_ours, g_ref, rtol=1e-8, atol=1e-15)
 
 
-# --------------------------------------------------------------------------- gradient identities
-
-
-def random_batch(seed: int, B: int = 6, T: int = 10, scale: float = 0.3, dtype=F64, min_len: int = 1):
-    g = torch.Generator().manual_seed(seed)
-    old = -torch.rand(B, T, generator=g, dtype=dtype) * 4
-    logp = old + scale * torch.randn(B, T, generator=g, dtype=dtype)
-    lens = torch.randint(min_len, T + 1, (B,), generator=g)
-    mask = torch.arange(T)[None, :] < lens[:, None]
-    adv = torch.randn(B, generator=g, dtype=dtype)
-    logp = torch.where(mask, logp, torch.full_like(logp, NAN))  # padding holds garbage
-    return logp, old, adv, mask
-
-
 @pytest.mark.parametrize("p", [-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 3.0])
 def test_unclipped_sequence_gradient_is_softmax_weighted(p):
     logp, old, adv, mask = random_batch(1)
@@ -284,9 +227,6 @@ def test_sequence_token_per_token_advantage_weights_are_softmax():
         # (1/B)(1/n) sum_t -A_t s n pi_t dl_t  ->  -A_t s pi_t / B
         expected = -adv[i][mask[i]] * s * torch.softmax(p * li, 0) / B
         torch.testing.assert_close(lp.grad[i][mask[i]], expected, rtol=1e-10, atol=1e-15)
-
-
-# --------------------------------------------------------------------------- equivalences
 
 
 @pytest.mark.parametrize("level", ["sequence", "sequence-token", "gmpo"])
@@ -421,24 +361,6 @@ def test_token_level_matches_trl_grpo_and_verl_dual_clip(seed):
     torch.testing.assert_close(torch.autograd.grad(ours, lp)[0], torch.autograd.grad(verl, lp)[0], rtol=1e-10, atol=1e-16)
 
 
-# --------------------------------------------------------------------------- properties
-
-rows_strategy = st.lists(
-    st.lists(st.floats(-3.0, 3.0, allow_nan=False), min_size=1, max_size=7), min_size=1, max_size=5
-)
-
-
-@given(rows=rows_strategy, ps=st.lists(st.floats(-6.0, 6.0, allow_nan=False), min_size=2, max_size=2))
-def test_sequence_ratio_ordered_in_p(rows, ps):
-    from rl.losses import sequence_log_ratio
-
-    l, mask = t64(rows)
-    p1, p2 = sorted(ps)
-    s1, *_ = sequence_log_ratio(l, mask, p1)
-    s2, *_ = sequence_log_ratio(l, mask, p2)
-    assert (s1 <= s2 + 1e-12 * (1 + s2.abs())).all()
-
-
 @given(
     rows=rows_strategy,
     pad=st.integers(1, 4),
@@ -496,9 +418,6 @@ def test_batch_permutation_invariance(rows, perm_seed, level, p, agg):
         out.append((loss.detach(), lp.grad))
     torch.testing.assert_close(out[1][0], out[0][0], rtol=1e-12, atol=1e-15)
     torch.testing.assert_close(out[1][1], out[0][1][perm], rtol=1e-12, atol=1e-15)
-
-
-# --------------------------------------------------------------------------- numerics
 
 
 @pytest.mark.parametrize("level", ["token", "sequence", "sequence-token", "gmpo"])
@@ -576,21 +495,6 @@ def test_check_false_gives_the_same_loss_and_never_syncs(monkeypatch):
         assert torch.equal(loss, ref)
 
 
-# --------------------------------------------------------------------------- KL, entropy, metrics
-
-
-def test_kl_estimators_closed_form():
-    lp = torch.tensor([[-1.0, -2.0]], dtype=F64)
-    ref = torch.tensor([[-1.5, -1.0]], dtype=F64)
-    d = [-0.5, 1.0]  # ref - logp
-    for est, f in (("k1", lambda x: -x), ("k2", lambda x: x * x / 2), ("k3", lambda x: math.exp(x) - 1 - x)):
-        got = kl_estimate(lp, ref, est)
-        assert got.tolist()[0] == pytest.approx([f(x) for x in d], rel=1e-12)
-    assert kl_estimate(torch.tensor([0.0]), torch.tensor([50.0]), "k3", max_log_ratio=20.0).item() == pytest.approx(
-        math.exp(20) - 21, rel=1e-6
-    )
-
-
 @pytest.mark.parametrize("agg", AGG_MODES)
 def test_kl_penalty_and_entropy_bonus_are_aggregated(agg):
     logp, old, adv, mask = random_batch(9)
@@ -609,95 +513,6 @@ def test_kl_penalty_and_entropy_bonus_are_aggregated(agg):
     assert m["entropy"] == pytest.approx(agg_by_hand(rows_ent, "token-mean", T), rel=1e-12)
 
 
-def test_metrics_ess_and_kl_to_old():
-    l, mask = t64([[0.0, math.log(3.0)], [0.2]])
-    m_p0 = policy_loss(l, torch.zeros_like(l), torch.ones(2, dtype=F64), mask, p=0.0)[1]
-    assert m_p0["token_weight_ess"] == pytest.approx(1.0)  # geometric mean: uniform weights
-    m_p1 = policy_loss(l, torch.zeros_like(l), torch.ones(2, dtype=F64), mask, p=1.0)[1]
-    # p = 1, row 0: weights (1/4, 3/4) -> 1 / (2 (1/16 + 9/16)) = 0.8; row 1: 1.
-    assert m_p1["token_weight_ess"] == pytest.approx((0.8 + 1.0) / 2)
-    k3 = [math.exp(x) - 1 - x for x in (0.0, math.log(3.0), 0.2)]
-    assert m_p1["approx_kl_old"] == pytest.approx(sum(k3) / 3)
-    assert m_p1["approx_kl_old_k1"] == pytest.approx(-(math.log(3.0) + 0.2) / 3)
-
-
-def test_aggregate_public_function_matches_hand_modes():
-    rows = [[1.0, 2.0, 3.0], [4.0], []]
-    x, mask = t64(rows)
-    for agg in AGG_MODES:
-        assert aggregate(x, mask, agg).item() == pytest.approx(agg_by_hand(rows, agg, 3), rel=1e-12)
-    # verl: (1 + 2 + 3 + 4) over 2 non-empty sequences, divided by the horizon 10.
-    assert aggregate(x, mask, "seq-mean-token-sum-norm", loss_scale_factor=10).item() == pytest.approx(0.5)
-
-
-# --------------------------------------------------------------------------- bad input
-
-
-def _args():
-    logp, old, adv, mask = random_batch(10)
-    return logp, old, adv, mask
-
-
-@pytest.mark.parametrize(
-    "kwargs, match",
-    [
-        ({"level": "tokens"}, "level"),
-        ({"agg": "mean"}, "agg"),
-        ({"mean": "median"}, "mean"),
-        ({"p": NAN}, "p: NaN"),
-        ({"p": True}, "bool"),
-        ({"eps_low": 1.5}, "eps_low"),
-        ({"eps_low": -0.1}, "eps_low"),
-        ({"eps_high": -0.1}, "eps_high"),
-        ({"clip_c": 1.0}, "clip_c"),
-        ({"kl_coef": 0.1}, "ref_logp"),
-        ({"entropy_coef": 0.1}, "entropy"),
-        ({"kl_estimator": "k4", "ref_logp": None}, "kl_estimator"),
-        ({"clip_centre": "plain"}, "unknown option"),
-        ({"clip_center": "middle"}, "clip_center"),
-        ({"level": "token", "p": -1.0}, "level='token'"),
-        ({"level": "token", "clip_center": "bias-corrected"}, "bias-corrected"),
-        ({"chunk_size": 4}, "chunk_size"),
-        ({"mean": "rmi", "p": 1.0}, "rmi"),
-        ({"log_clip_low": 0.1}, "log_clip_low"),
-        ({"max_log_ratio": 0.0}, "max_log_ratio"),
-    ],
-)
-def test_bad_options_raise(kwargs, match):
-    logp, old, adv, mask = _args()
-    with pytest.raises(ValueError, match=match):
-        policy_loss(logp, old, adv, mask, **kwargs)
-
-
-def test_bad_tensors_raise():
-    logp, old, adv, mask = _args()
-    B, T = logp.shape
-    with pytest.raises(ValueError, match="old_logp: shape"):
-        policy_loss(logp, old[:, :-1], adv, mask)
-    with pytest.raises(ValueError, match="mask: expected a bool"):
-        policy_loss(logp, old, adv, mask.float())
-    with pytest.raises(ValueError, match="mask: shape"):
-        policy_loss(logp, old, adv, mask[:-1])
-    with pytest.raises(ValueError, match="advantages: expected shape"):
-        policy_loss(logp, old, adv[:-1], mask)
-    with pytest.raises(ValueError, match=r"logp: expected a \[B, T\]"):
-        policy_loss(logp[0], old[0], adv, mask[0])
-    with pytest.raises(ValueError, match="logp: expected a torch.Tensor"):
-        policy_loss(logp.tolist(), old, adv, mask)
-    with pytest.raises(ValueError, match="p: NaN"):
-        policy_loss(logp, old, adv, mask, p=torch.full((B,), NAN, dtype=F64))
-    with pytest.raises(ValueError, match="p: expected a 0-d tensor"):
-        policy_loss(logp, old, adv, mask, p=torch.zeros(B + 1))
-    bad = logp.clone()
-    bad[0, 0] = NAN
-    with pytest.raises(ValueError, match=r"logp: NaN or inf on an unmasked token \(first at index \(0, 0\)\)"):
-        policy_loss(bad, old, adv, mask)
-    varying = torch.randn(B, T, dtype=F64)
-    with pytest.raises(ValueError, match="varies within a sequence"):
-        policy_loss(logp, old, varying, mask, level="sequence")
-    policy_loss(logp, old, varying, mask, level="sequence-token")  # per-token advantages are fine there
-
-
 def test_zero_advantage_far_off_policy_stays_finite_without_cap():
     l, mask = t64([[200.0, 300.0], [0.1, 0.2]])
     l = l.float()
@@ -710,12 +525,75 @@ def test_zero_advantage_far_off_policy_stays_finite_without_cap():
         assert (lp.grad[0] == 0).all()
 
 
-def test_sequence_token_clip_metrics_per_sequence_or_per_token_advantages_agree():
-    l, mask = t64([[0.5, 0.4, 0.3], [-0.5, -0.4], [0.01]])
-    adv = torch.tensor([1.0, -1.0, 1.0], dtype=F64)
-    _, m1 = policy_loss(l, torch.zeros_like(l), adv, mask, level="sequence-token", eps_low=0.1)
-    _, m2 = policy_loss(l, torch.zeros_like(l), adv.unsqueeze(-1).expand_as(l).contiguous(), mask,
-                        level="sequence-token", eps_low=0.1)
-    # Token fractions: 3 of 6 tokens belong to the high-clipped sequence, 2 of 6 to the low-clipped one.
-    for m in (m1, m2):
-        assert m["clip_frac_high"] == pytest.approx(3 / 6) and m["clip_frac_low"] == pytest.approx(2 / 6)
+# Defect 2 of issue 10: a [B, 0] batch crashed at p != 0 (meantheory reduced over an empty dim).
+@pytest.mark.parametrize("level, p", [("token", 0.0)] + [(level, p) for level in ("sequence", "sequence-token", "gmpo")
+                                                          for p in (1.0, 0.0, -1.0, math.inf, -math.inf)])
+@pytest.mark.parametrize("agg", AGG_MODES)
+def test_zero_length_batch_gives_the_documented_empty_value(level, p, agg):
+    B = 3
+    lp = torch.zeros(B, 0, dtype=F64, requires_grad=True)
+    mask = torch.zeros(B, 0, dtype=torch.bool)
+    loss, m = policy_loss(lp, torch.zeros(B, 0, dtype=F64), torch.ones(B, dtype=F64), mask, level=level, p=p, agg=agg)
+    assert loss.item() == 0.0 and loss.grad_fn is not None  # exactly 0, and still a function of logp
+    loss.backward()
+    assert lp.grad is not None and lp.grad.shape == (B, 0)
+    assert m["loss"] == 0.0 and m["pg_loss"] == 0.0 and m["n_seqs"] == 0.0 and m["n_tokens"] == 0.0
+    # Statistics over an empty set are NaN; the dual clip is off here, and reports 0.
+    assert m["clip_frac_dual"] == 0.0
+    others = set(m) - {"loss", "pg_loss", "n_seqs", "n_tokens", "clip_frac_dual"}
+    assert others and all(math.isnan(m[k]) for k in others), {k: m[k] for k in others}
+
+
+def test_zero_length_batch_for_every_mean_and_a_learnable_p():
+    B = 2
+    mask = torch.zeros(B, 0, dtype=torch.bool)
+    z = torch.zeros(B, 0, dtype=F64)
+    for opts in ({"mean": "rmi"}, {"mean": "multiscale", "chunk_size": 3, "p": -1.0}, {"mean": "adaptive"},
+                 {"p": torch.tensor([-1.0, 2.0], dtype=F64, requires_grad=True)}):
+        lp = z.clone().requires_grad_()
+        loss, m = policy_loss(lp, z, torch.ones(B, dtype=F64), mask, **opts)
+        loss.backward()
+        assert loss.item() == 0.0 and m["n_tokens"] == 0.0, opts
+
+
+@pytest.mark.parametrize("level, p", [("token", 0.0), ("sequence", -1.0), ("sequence-token", 1.0), ("gmpo", 0.0)])
+def test_loss_from_config_is_policy_loss(level, p):
+    from rl.losses import LossConfig, loss_from_config
+
+    logp, old, adv, mask = random_batch(21)
+    ref = old + 0.05
+    ent = torch.rand(logp.shape, generator=torch.Generator().manual_seed(21), dtype=F64)
+    opts = dict(level=level, p=p, eps_low=0.1, eps_high=0.2, agg="token-mean", clip_c=3.0, kl_coef=0.1, entropy_coef=0.01)
+    config = LossConfig.create(**opts)
+    out = []
+    for call in (lambda x: policy_loss(x, old, adv, mask, ref_logp=ref, entropy=ent, **opts),
+                 lambda x: loss_from_config(config, x, old, adv, mask, ref_logp=ref, entropy=ent)):
+        lp = logp.clone().requires_grad_()
+        loss, m = call(lp)
+        loss.backward()
+        out.append((loss.detach(), lp.grad, m))
+    assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][1], out[1][1])
+    assert out[0][2] == out[1][2]
+
+
+def test_defaults_read_back_once(monkeypatch):
+    """check=True, metrics=True: the value checks and every metric come back in one synchronisation."""
+    logp, old, adv, mask = random_batch(22, dtype=torch.float32)
+    for level, p in (("token", 0.0), ("sequence", 0.0), ("sequence", -1.0), ("sequence-token", 1.0), ("gmpo", 2.0)):
+        reads = []
+
+        def count(name, orig):
+            def f(self, *a, **k):
+                reads.append(name)
+                return orig(self, *a, **k)
+            return f
+
+        with monkeypatch.context() as mp:
+            for name in ("item", "tolist", "__bool__", "__float__", "__int__", "nonzero"):
+                mp.setattr(torch.Tensor, name, count(name, getattr(torch.Tensor, name)))
+            # meantheory asks on a CPU whether a rare branch is needed (free there); on an
+            # accelerator it computes the branch instead: run that path, as in the no-sync test.
+            mp.setattr(mt_power_mean, "_maybe", lambda pr, flags: True)
+            _, m = policy_loss(logp, old, adv, mask, level=level, p=p, clip_c=3.0)
+        assert reads == ["tolist"], (level, p, reads)
+        assert m["n_tokens"] == float(mask.sum())

@@ -1,0 +1,225 @@
+r"""The diagnostics of a policy-loss call, from quantities the loss already holds.
+
+Every metric is a 0-d tensor computed under ``no_grad`` from the batch (:class:`rl.losses.batch.Batch`)
+and the surrogate's record (:class:`Surrogate`); :func:`read_back` reads them, and the value
+checks' flags, in one device synchronisation (one stacked tensor).
+
+=====================  ============================================================================
+``loss``, ``pg_loss``  the loss and its policy-gradient part
+``clip_frac_*``        fraction where the ``low``/``high``/``dual`` clip or the safety ``cap`` acted
+                       (over tokens for ``"token"`` and ``"sequence-token"``, over sequences for
+                       ``"sequence"``; ``"gmpo"``: low/high over tokens, dual/cap over sequences);
+                       ``clip_frac = low + high + dual``
+``seq_ratio_*``        mean/min/max over sequences of ``s_i`` (``"token"``: the geometric-mean ratio)
+``token_weight_ess``   mean over sequences of ``1 / (n_i sum_t pi_it^2)`` in (0, 1], ``pi_i`` the
+                       token weights ``d log s_i / d l_i`` (``"token"``: the normalised token ratios)
+``approx_kl_old``      token mean of ``k3 = r - 1 - log r`` (``log r`` capped at ``max_log_ratio``),
+``approx_kl_old_k1``   and of ``k1 = -log r``: estimates of KL(old || new) (Schulman 2020)
+``n_seqs``, ``n_tokens``  sequences with tokens, unmasked tokens
+``p``, ``p_min/max``   the exponent in force, over sequences (power, adaptive and multi-scale means)
+``adaptive_signal``    the adaptive mean's instability signal
+``kl_ref``, ``entropy``  token means of the KL estimate to the reference and of the entropy
+=====================  ============================================================================
+
+Statistics over an empty set (no sequence with tokens) are NaN; a clip that is off reports 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from rl.losses.batch import Batch, ValueCheck, raise_failed
+from rl.losses.clipping import ClipFlags
+
+__all__ = ["ORDER", "Metrics", "Surrogate", "UNITS", "loss_metrics", "read_back"]
+
+#: how a clip flag's fraction counts: "token" (flags [B, T], over unmasked tokens), "sequence"
+#: (flags [B], over sequences with tokens), "sequence-tokens" (flags [B], each weighted by n_i)
+UNITS = ("token", "sequence", "sequence-tokens")
+
+
+@dataclass(frozen=True)
+class Surrogate:
+    """What a level's surrogate computed: the loss and the quantities its metrics read."""
+
+    pg: torch.Tensor  # 0-d policy-gradient loss, aggregated
+    log_s: torch.Tensor | None = None  # [B] sequence log-ratio (None at level "token")
+    pi: torch.Tensor | None = None  # [B, T] d log s / d l, when the level computed it
+    uniform_pi: bool = False  # pi is 1/n_i on each row's tokens (the geometric mean), not formed
+    p_used: Any = None  # the exponent in force (float or tensor), None without one
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+    clips: tuple[tuple[ClipFlags | None, str], ...] = ()  # (flags, unit) pairs whose fractions add up
+
+
+_CLIP_FIELDS = ("clip_frac_low", "clip_frac_high", "clip_frac_dual", "clip_frac_cap")
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """The metrics before read-back: ``values`` (1-d parts, K values in all) named by ``names`` (a
+    name given several times is the sum of its parts), and ``known``: values fixed without computation."""
+
+    names: tuple[str, ...]
+    values: list[torch.Tensor]  # 1-d parts, concatenated at read-back
+    known: dict[str, float]
+    #: names read back as logs: the metric is exp of the value (clamped to +-700 first)
+    exp: tuple[str, ...] = ("seq_ratio_mean", "seq_ratio_min", "seq_ratio_max")
+
+
+class _Rows:
+    """Per-sequence rows [B] whose means over sequences (``seq``) or over tokens (``tok``: the row
+    holds each sequence's sum over its tokens) are metrics: one reduction for all of them (a bool
+    row, a flag, is promoted to the dtype of the others by the stack)."""
+
+    def __init__(self) -> None:
+        self.seq: dict[str, list[torch.Tensor]] = {}
+        self.tok: dict[str, list[torch.Tensor]] = {}
+
+    @staticmethod
+    def _flat(rows: dict[str, list[torch.Tensor]]) -> tuple[list[str], list[torch.Tensor]]:
+        names = [k for k, vs in rows.items() for _ in vs]
+        return names, [v for vs in rows.values() for v in vs]
+
+    def means(self, b: Batch) -> tuple[list[str], list[torch.Tensor]]:
+        """``(names, [means over sequences [k1], means over tokens [k2]])``."""
+        names, out = [], []
+        seq_names, seq_rows = self._flat(self.seq)
+        if seq_rows:
+            # Rows without tokens weigh 0 and may hold inf (a p of +-inf): replace, then average.
+            out.append(torch.where(b.nonempty, torch.stack(seq_rows), 0.0).sum(-1) / b.n_seq)
+            names += seq_names
+        tok_names, tok_rows = self._flat(self.tok)
+        if tok_rows:
+            out.append(torch.stack(tok_rows).sum(-1) / b.n_tok)
+            names += tok_names
+        return names, out
+
+
+def _add_clip_rows(rows: _Rows, clips: tuple[tuple[ClipFlags | None, str], ...], b: Batch) -> list[str]:
+    """Add each clip flag's row (see :data:`UNITS`); returns the clip fields no flag feeds (they are 0)."""
+    dtype = b.n.dtype
+    fed: set[str] = set()
+    for flags, unit in clips:
+        if flags is None:
+            continue
+        for name, f in zip(_CLIP_FIELDS, (flags.low, flags.high, flags.dual, flags.cap), strict=True):
+            if f is None:
+                continue
+            fed.add(name)
+            if unit == "token":  # flags [B, T]: the tokens clipped in each row
+                rows.tok.setdefault(name, []).append((f & b.mask).view(torch.uint8).sum(-1, dtype=dtype))
+            elif unit == "sequence":
+                rows.seq.setdefault(name, []).append(f)
+            else:  # "sequence-tokens": a clipped sequence counts its tokens
+                rows.tok.setdefault(name, []).append(f * b.n)
+    return [name for name in _CLIP_FIELDS if name not in fed]
+
+
+def _token_weight_ess(sur: Surrogate, b: Batch) -> torch.Tensor:
+    """``1 / (n_i sum_t pi_it^2)`` [B], for weights ``pi`` that were formed (or the token ratios)."""
+    n1 = b.n1
+    if sur.pi is not None:  # inf for a row without tokens, which the means leave out
+        return torch.linalg.vector_norm(sur.pi, dim=-1).square_().mul_(n1).reciprocal_()
+    # Level "token": the weights are the token ratios, (sum r)^2 / (n sum r^2) in log space.
+    lm = torch.where(b.mask, b.l, -math.inf)
+    log_ess = 2 * torch.logsumexp(lm, -1) - torch.logsumexp(2 * lm, -1) - torch.log(n1)
+    return torch.exp(torch.where(b.nonempty, log_ess, 0.0))
+
+
+@torch.no_grad()
+def loss_metrics(
+    loss: torch.Tensor,
+    sur: Surrogate,
+    b: Batch,
+    *,
+    max_log_ratio: float | None,
+    kl: torch.Tensor | None = None,
+) -> Metrics:
+    """Every metric of the module table, not yet read back (see :func:`read_back`).
+
+    Means over sequences and over tokens are formed from per-sequence rows [B] (a row's value,
+    or its sum over tokens) stacked and reduced together, so that their number adds few
+    operations; values fixed by the configuration (a float p, the geometric mean's ESS of 1, a
+    clip that cannot act) are not computed at all. ``kl``: the per-token KL estimate to the
+    reference when the loss formed it.
+    """
+    rows = _Rows()
+    known = dict.fromkeys(_add_clip_rows(rows, sur.clips, b), 0.0)
+    if sur.uniform_pi:
+        known["token_weight_ess"] = 1.0  # weights 1/n_i: (sum pi)^2 / (n sum pi^2) = 1
+    else:
+        rows.seq["token_weight_ess"] = [_token_weight_ess(sur, b)]
+    p = sur.p_used
+    if isinstance(p, torch.Tensor):
+        pv = p.to(b.n.dtype).expand(b.n.shape[0])
+        rows.seq["p"] = [pv]
+    elif p is not None:
+        known.update(p=float(p), p_min=float(p), p_max=float(p))
+    ls = b.ls
+    lc = ls if max_log_ratio is None else ls.clamp_max(max_log_ratio)
+    rows.tok["approx_kl_old"] = [torch.expm1(lc).sub_(lc).sum(-1)]  # k3 = r - 1 - log r; 0 on padding
+    rows.tok["approx_kl_old_k1"] = [-b.row_sum]
+    if kl is not None:
+        rows.tok["kl_ref"] = [torch.where(b.mask, kl, 0.0).sum(-1)]
+    if b.entropy is not None:
+        rows.tok["entropy"] = [torch.where(b.mask, b.entropy, 0.0).sum(-1)]
+    names, parts = rows.means(b)
+
+    # Sequence ratios from log-space reductions, exponentiated after read-back (Metrics.exp): the
+    # ratio of a far-off-policy sequence overflows float32, its log does not.
+    log_s = sur.log_s if sur.log_s is not None else b.row_sum / b.n1
+    ne = b.nonempty
+    below = torch.where(ne, log_s, -math.inf)
+    names += ["loss", "pg_loss", "n_seqs", "n_tokens", "seq_ratio_mean", "seq_ratio_min", "seq_ratio_max"]
+    parts.append(torch.stack([loss, sur.pg, b.n_seq, b.n_tok, torch.logsumexp(below, 0) - b.n_seq.log(),
+                              torch.where(ne, log_s, math.inf).amin(0), below.amax(0)]))
+    if isinstance(p, torch.Tensor):
+        names += ["p_min", "p_max"]
+        parts.append(torch.stack([torch.where(ne, pv, math.inf).amin(0), torch.where(ne, pv, -math.inf).amax(0)]))
+    if "adaptive_signal" in sur.extra:
+        names.append("adaptive_signal")
+        parts.append(sur.extra["adaptive_signal"].reshape(1))
+    return Metrics(names=tuple(names), values=parts, known=known)
+
+
+#: the order metrics are reported in (names not computed in a call are left out)
+ORDER = ("loss", "pg_loss", "clip_frac", *_CLIP_FIELDS, "seq_ratio_mean", "seq_ratio_min", "seq_ratio_max",
+         "token_weight_ess", "approx_kl_old", "approx_kl_old_k1", "n_seqs", "n_tokens", "p", "p_min", "p_max",
+         "adaptive_signal", "kl_ref", "entropy")
+#: statistics over sequences that are NaN when no sequence has tokens
+_OVER_SEQUENCES = ("p", "p_min", "p_max", "seq_ratio_min", "seq_ratio_max", "token_weight_ess")
+
+
+def read_back(checks: list[ValueCheck], metrics: Metrics | None) -> dict[str, float]:
+    """Read the checks' values and the metrics in one synchronisation; raise the first failed check.
+
+    Returns the metrics as floats in the order of :data:`ORDER` (``{}`` when ``metrics`` is None),
+    with ``clip_frac = clip_frac_low + clip_frac_high + clip_frac_dual``; statistics over sequences
+    are NaN when no sequence has tokens.
+    """
+    if not checks and metrics is None:
+        return {}
+    parts = [torch.stack([c.value for c in checks])] if checks else []  # 0-d values without a graph
+    if metrics is not None:
+        parts += metrics.values
+    # One conversion and one read for every value (Python floats are doubles).
+    values = torch.cat(parts).to(torch.float64).tolist()
+    raise_failed(checks, values[: len(checks)])
+    if metrics is None:
+        return {}
+    got: dict[str, float] = {}
+    for name, v in zip(metrics.names, values[len(checks):], strict=True):
+        got[name] = got.get(name, 0.0) + v
+    for name in metrics.exp:
+        got[name] = math.exp(min(max(got[name], -700.0), 700.0))  # NaN stays NaN
+    got.update(metrics.known)
+    got["clip_frac"] = got["clip_frac_low"] + got["clip_frac_high"] + got["clip_frac_dual"]
+    if not got["n_seqs"]:
+        for k in _OVER_SEQUENCES:
+            if k in got:
+                got[k] = math.nan
+    return {k: got[k] for k in ORDER if k in got}
