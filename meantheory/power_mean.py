@@ -77,13 +77,10 @@ Conventions, documented once here:
 from __future__ import annotations
 
 import math
-import sys
-import types
 from typing import Any
 
 import torch
 
-from meantheory import _prepared
 from meantheory._closed_forms import grad_p, grad_u, weights_at_zeros
 from meantheory._forward import log_power_mean_value
 from meantheory._inputs import answer, compute_dtype, first_index, kind_of, to_mask, to_tensor
@@ -305,19 +302,3 @@ def dlog_power_mean_dp(
         fwd = evaluate(pr, pr.u, pr.p, _logw(pr, graph), p_grad=True, graph=graph)
         dp = grad_p(fwd, pr, pr.u, pr.p, torch.ones_like(pr.p))
     return answer(pr.finish(dp), pr.kind)
-
-
-class _CompatModule(types.ModuleType):
-    """Before meantheory._prepared, the accelerator decision (``Prepared.maybe``) was this
-    module's ``_maybe``, and tests/rl/test_losses.py forces the accelerator branch by patching
-    it there; a patch here reaches the one place the decision now lives. Patch
-    ``meantheory._prepared.Prepared.maybe`` instead; this goes when that test has moved."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "_maybe":
-            _prepared.Prepared.maybe = value
-        super().__setattr__(name, value)
-
-
-_maybe = _prepared._maybe
-sys.modules[__name__].__class__ = _CompatModule

@@ -10,7 +10,7 @@ HMPO's is ``A s`` with p = -1; PPO clipping replaces ``A s`` by
 These are symbolic statements about the losses of ``rl.losses`` (issue 4). Their numeric
 checks here run against the meantheory functions the losses are built on (proofs does not
 import rl); checks against ``rl.losses.policy_loss`` itself live in
-tests/proofs/test_theorems_losses.py (T9, T10, T13) and tests/rl/test_losses_research.py (T12).
+tests/proofs/test_theorems_losses.py (T9, T10, T13) and tests/rl/losses/test_clipping.py (T12).
 """
 
 from __future__ import annotations
@@ -336,7 +336,7 @@ T12 = Theorem(
     assumptions=("spread t of log r small (|p| t < 1/2)", "0 < eps < 1"),
     derive=derive_clipping,
     key_steps=("p_up", "p_low", "width", "shift"),
-    certifies=("meantheory.log_power_mean at small spread", "rl.losses clip_center='bias-corrected' (tests/rl/test_losses_research.py)"),
+    certifies=("meantheory.log_power_mean at small spread", "rl.losses clip_center='bias-corrected' (tests/rl/losses/test_clipping.py)"),
     expected=Status.PROVED,
     make_case=case_clipping,
     evaluate=eval_clipping,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import math
 
 import pytest
@@ -10,11 +9,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from meantheory._prepared import Prepared
 from rl.losses import AGG_MODES, policy_loss
 from tests.rl.losses.loss_helpers import F64, NAN, agg_by_hand, power_mean_by_hand, ppo_term, random_batch, rows_strategy, t64
-
-# The module (the package re-exports a function of the same name).
-mt_power_mean = importlib.import_module("meantheory.power_mean")
 
 
 TOKEN_ROWS = [[0.1, -0.3, 0.5], [0.2, -0.5]]
@@ -489,7 +486,7 @@ def test_check_false_gives_the_same_loss_and_never_syncs(monkeypatch):
             # On a CPU meantheory asks whether a rare branch (an empty row, a zero) is needed,
             # which is free there; on an accelerator with check=False it computes the branch
             # instead. Run that accelerator path here, so that it is what the assertion checks.
-            mp.setattr(mt_power_mean, "_maybe", lambda pr, flags: True)
+            mp.setattr(Prepared, "maybe", lambda pr, flags: True)
             loss, metrics = policy_loss(logp, old, adv, mask, level=level, p=p, clip_c=3.0, check=False, metrics=False)
         assert metrics == {}
         assert torch.equal(loss, ref)
@@ -593,7 +590,7 @@ def test_defaults_read_back_once(monkeypatch):
                 mp.setattr(torch.Tensor, name, count(name, getattr(torch.Tensor, name)))
             # meantheory asks on a CPU whether a rare branch is needed (free there); on an
             # accelerator it computes the branch instead: run that path, as in the no-sync test.
-            mp.setattr(mt_power_mean, "_maybe", lambda pr, flags: True)
+            mp.setattr(Prepared, "maybe", lambda pr, flags: True)
             _, m = policy_loss(logp, old, adv, mask, level=level, p=p, clip_c=3.0)
         assert reads == ["tolist"], (level, p, reads)
         assert m["n_tokens"] == float(mask.sum())
