@@ -9,7 +9,7 @@ One training step, in the order :func:`train` runs it (CleanRL's ppo.py is the m
     4. advantages   A_i = (r_i - mean_group) / std_group   (rl.advantages.group_advantages)
     5. old logp     log pi_{t-k}(y_i,t), fixed for the whole step (the ratio's denominator)
                     -- steps 1 to 5 are :func:`collect`, which returns a :class:`Batch`
-    6. updates      E epochs x M minibatches of rl.losses.policy_loss, each followed by an
+    6. updates      E epochs x M minibatches of rl.losses.loss_from_config, each followed by an
                     optimizer step (after gradient clipping and the non-finite guard)
                     -- :func:`update`, which returns :class:`UpdateStats`
     7. log          one JSON line per step in metrics.jsonl (:func:`record`); a checkpoint
@@ -53,7 +53,7 @@ from rl.advantages import group_advantages
 from rl.envs import make_env
 from rl.envs.base import Env
 from rl.envs.oracle import exact_expected_reward, supports_oracle
-from rl.losses import LearnablePowerMean, policy_loss
+from rl.losses import LearnablePowerMean, LossConfig, loss_from_config
 from rl.optim import MuonClip, find_attention_modules, muon_with_adamw
 from rl.policies.base import Policy, Rollout, check_rollout
 
@@ -191,7 +191,7 @@ class TrainConfig:
         if supplied:
             raise ValueError(f"TrainConfig.loss_options must not set {supplied}: the trainer supplies them")
         try:
-            _probe_loss(build_loss(self, self.p), self)
+            build_loss(self, self.p)
         except ValueError as exc:
             raise ValueError(f"TrainConfig loss settings (level, p, eps_low, eps_high, agg, loss_options): "
                              f"{exc}") from exc
@@ -273,27 +273,16 @@ LossFn = Callable[..., tuple[torch.Tensor, dict[str, Any]]]
 
 
 def build_loss(cfg: TrainConfig, p: float | torch.nn.Module) -> LossFn:
-    """The run's policy loss with every setting of ``cfg`` bound, built once per run.
+    """The run's policy loss with every setting of ``cfg`` bound, validated once per run.
 
     Returns ``loss_fn(logp, old_logp, advantages, mask, *, ref_logp=None, entropy=None)
-    -> (loss, metrics)``, rl.losses.policy_loss with ``level``, ``p`` (``cfg.p`` or the run's
-    LearnablePowerMean), ``eps_low``, ``eps_high``, ``agg`` and ``loss_options``. Once rl.losses
-    offers a validated configuration record, this is
-    ``functools.partial(loss_from_config, LossConfig.create(...))``: :func:`update` calls
-    nothing else.
+    -> (loss, metrics)``: rl.losses.loss_from_config with the LossConfig of ``level``, ``p``
+    (``cfg.p`` or the run's LearnablePowerMean), ``eps_low``, ``eps_high``, ``agg`` and
+    ``loss_options``; :func:`update` calls nothing else.
     """
-    return functools.partial(policy_loss, level=cfg.level, p=p, eps_low=cfg.eps_low, eps_high=cfg.eps_high,
-                             agg=cfg.agg, **cfg.loss_options)
-
-
-def _probe_loss(loss_fn: LossFn, cfg: TrainConfig) -> None:
-    """One call on a two-sequence, two-token on-policy batch, so that a bad loss setting raises the
-    loss's own ValueError now. The reference log-probs and entropies are passed exactly when the
-    options ask for them (their coefficients are checked by the loss itself)."""
-    zeros = torch.zeros(2, 2)
-    loss_fn(zeros, zeros, torch.tensor([1.0, -1.0]), torch.ones(2, 2, dtype=torch.bool),
-            ref_logp=zeros if cfg.loss_options.get("kl_coef") else None,
-            entropy=zeros if cfg.loss_options.get("entropy_coef") else None)
+    config = LossConfig.create(level=cfg.level, p=p, eps_low=cfg.eps_low, eps_high=cfg.eps_high, agg=cfg.agg,
+                               **cfg.loss_options)
+    return functools.partial(loss_from_config, config)
 
 
 # ---- optimizers ---------------------------------------------------------------------------------------
