@@ -129,6 +129,17 @@ def _expected_g(th: torch.Tensor, mu: torch.Tensor, ys: torch.Tensor, coef: torc
     return g
 
 
+def _power_mean_gradients(case: Case, pv: float, impl: Impl) -> tuple[torch.Tensor, torch.Tensor]:
+    """(E_mu g, grad J) of the unclipped sequence power-mean surrogate of exponent ``pv`` on a case's
+    factorized pi, mu and reward table, baseline J(mu), weights and ratio from ``impl``."""
+    th, mu, ys, r = _extras(case, "th", "mu", "ys", "r")
+    lp, lm = _logp(th, ys).detach(), _logp(mu, ys)
+    A = r - torch.dot(lm.sum(-1).exp(), r)
+    l = lp - lm
+    s = torch.exp(impl.log_power_mean(l, pv))
+    return _expected_g(th, mu, ys, (A * s).unsqueeze(-1) * impl.mean_weights(l, pv)), _grad_J(th, ys, r)
+
+
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm().clamp_min(1e-300))
 
@@ -300,14 +311,8 @@ def case_additive(d: Drawer) -> Case:
 
 
 def eval_additive(deriv: Derivation, case: Case, impl: Impl) -> tuple[float, float]:
-    th, mu, ys, r = _extras(case, "th", "mu", "ys", "r")
-    T = ys.shape[1]
-    lp, lm = _logp(th, ys).detach(), _logp(mu, ys)
-    A = r - torch.dot(lm.sum(-1).exp(), r)
-    l = lp - lm
-    s = torch.exp(impl.log_power_mean(l, 1.0))
-    g = _expected_g(th, mu, ys, (A * s).unsqueeze(-1) * impl.mean_weights(l, 1.0))
-    return worst((_rel(g, _grad_J(th, ys, r) / T), 1e4 * EPS))
+    g, gj = _power_mean_gradients(case, 1.0, impl)
+    return worst((_rel(g, gj / case.extra["ys"].shape[1]), 1e4 * EPS))
 
 
 TE3 = Theorem(
@@ -398,13 +403,7 @@ def case_nonadditive(d: Drawer) -> Case:
 
 def eval_nonadditive(deriv: Derivation, case: Case, impl: Impl) -> tuple[float, float]:
     """Passes when E g is not parallel to grad J: the error is how far the sine of their angle falls below 1e-6."""
-    th, mu, ys, r = _extras(case, "th", "mu", "ys", "r")
-    lp, lm = _logp(th, ys).detach(), _logp(mu, ys)
-    A = r - torch.dot(lm.sum(-1).exp(), r)
-    l = lp - lm
-    s = torch.exp(impl.log_power_mean(l, case.p))
-    g = _expected_g(th, mu, ys, (A * s).unsqueeze(-1) * impl.mean_weights(l, case.p))
-    gj = _grad_J(th, ys, r)
+    g, gj = _power_mean_gradients(case, case.p, impl)
     cos = float(torch.dot(g.ravel(), gj.ravel()) / (g.norm() * gj.norm()))
     sine = math.sqrt(max(0.0, 1 - cos * cos))
     return (max(0.0, 1e-6 - sine), 1e-300)
