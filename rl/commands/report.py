@@ -3,7 +3,9 @@
     hmpo report [--out reports/] [--study-dir studies/] [--studies bandit tiny-lm]
 
 1. the default study (rl.studies.presets.DEFAULT_STUDIES), each preset into
-   ``<study-dir>/<name>``, skipping runs already finished there;
+   ``<study-dir>/<name>``, skipping runs already finished there, then the studies with their own
+   runner (rl.studies.presets.EXACT_STUDIES: the exact estimator study), reusing stored results of
+   the same design;
 2. one report folder per study, ``<out>/<name>/`` (README.md, figures, CSV, findings.json);
 3. the theory: ``proofs.run_all(studies=...)`` (given the studies' measured evidence for the
    claims ledger) then ``proofs.write_reports(results, out)`` (theory.md, claims.md); skipped
@@ -14,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import inspect
 import json
 import sys
@@ -81,8 +84,24 @@ def _theory(out: Path, studies: dict[str, Any] | None) -> dict[str, Any]:
     return {"ran": True, "failed": len(fails), "n": n, "seconds": dt, "summary": summary}
 
 
+def _exact_study(name: str, args: argparse.Namespace, out: Path) -> dict[str, Any] | None:
+    """Run (or reuse) one of EXACT_STUDIES and write its report; None when --no-run finds nothing stored."""
+    from rl.studies.presets import EXACT_STUDIES
+
+    mod = importlib.import_module(EXACT_STUDIES[name])
+    try:
+        info = mod.run(Path(args.study_dir) / name, out / name, workers=args.workers, reuse=not args.fresh,
+                       run_missing=not args.no_run, progress=not args.no_progress)
+    except ValueError as exc:
+        print(f"study {name}: not reported ({exc})")
+        return None
+    print(f"study {name}: {info['rows']} evaluations ({'computed' if info['ran'] else 'reused'}, "
+          f"{info['seconds']:.0f} s); report {info['readme']}")
+    return info
+
+
 def run(args: argparse.Namespace) -> int:
-    from rl.studies.presets import DEFAULT_STUDIES
+    from rl.studies.presets import DEFAULT_STUDIES, EXACT_STUDIES
     from rl.studies.report import write_index, write_study_report
     from rl.studies.runner import run_study
     from rl.studies.spec import load_spec
@@ -93,7 +112,12 @@ def run(args: argparse.Namespace) -> int:
     status = 0
 
     infos: dict[str, dict[str, Any]] = {}
-    for name in args.studies or DEFAULT_STUDIES:
+    for name in args.studies or [*DEFAULT_STUDIES, *EXACT_STUDIES]:
+        if name in EXACT_STUDIES:
+            info = _exact_study(name, args, out)
+            if info is not None:
+                infos[name] = info
+            continue
         try:
             spec = load_spec(name)
         except ValueError as exc:
@@ -134,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     from rl.studies.report import ledger_evidence
 
     findings = {}
-    for name in infos:
+    for name in (n for n in infos if n not in EXACT_STUDIES):
         try:
             findings[name] = json.loads((out / name / "findings.json").read_text())
         except (OSError, ValueError):
@@ -144,7 +168,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         print("theory: deriving and checking every theorem, resolving the claims ledger ...")
         try:
-            theory = _theory(out, ledger_evidence(findings, out))
+            evidence = ledger_evidence(findings, out)
+            for name in (n for n in infos if n in EXACT_STUDIES):
+                evidence.update(importlib.import_module(EXACT_STUDIES[name]).ledger_evidence(out))
+            theory = _theory(out, evidence)
         except ValueError as exc:  # malformed study evidence: the ledger refuses it rather than guess
             theory = {"ran": False, "failed": 1, "summary": f"failed: {exc}"}
         if theory.get("failed"):

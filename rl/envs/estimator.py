@@ -22,7 +22,7 @@ states the resulting error (0 where nothing is sampled).
 
 Quantities (``true = grad J(pi_theta)``, ``m = E g``)::
 
-    cosine       = <m, true> / (|m| |true|)
+    cosine       = <m, true> / (|m| |true|)                (0 where m = 0: mu never draws a reward)
     rel_bias     = |m - true| / |true|
     scaled_bias  = min_{c >= 0} |c m - true| / |true| = sqrt(1 - cosine^2) if cosine > 0 else 1
                    (Adam-like optimisers remove scale, not direction)
@@ -454,7 +454,8 @@ def moments(ans: AnswerSet, *, level: str = "sequence", p: float = 0.0, eps_low:
     second = float(torch.dot(w, q.mean(1)))
     true = ans.true_grad
     mn, tn = float(mean_grad.norm()), float(true.norm())
-    cosine = float(torch.dot(mean_grad, true)) / (mn * tn) if mn > 0 and tn > 0 else math.nan
+    # E g = 0 exactly (mu never draws a rewarded answer) points nowhere: cosine 0, scaled bias 1
+    cosine = (float(torch.dot(mean_grad, true)) / (mn * tn) if mn > 0 else 0.0) if tn > 0 else math.nan
     trace_var = max(second - mn * mn, 0.0)
     if ans.exact_answers and D > 1:
         within = (q.mean(1) - _quad(cbar.unsqueeze(1), ans.gram).squeeze(1)).clamp_min(0.0)
@@ -473,7 +474,7 @@ def moments(ans: AnswerSet, *, level: str = "sequence", p: float = 0.0, eps_low:
         "ess": float(torch.dot(w, ess.mean(1))),
         "kl_per_token": ans.kl_per_token,
         "spread": ans.spread,
-        "mc_error": math.sqrt(err2) / mn if mn > 0 else math.inf,
+        "mc_error": math.sqrt(err2) / mn if mn > 0 else (0.0 if err2 == 0 else math.inf),
         "objective": ans.objective,
         "baseline": ans.baseline,
         "n_answers": N,
