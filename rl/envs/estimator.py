@@ -96,7 +96,8 @@ class AnswerSet:
     """The answers and everything about them that no loss variant changes.
 
     ``weight`` sums to 1: ``w_c mu(y | c)`` under enumeration, ``1 / n`` for Monte Carlo samples
-    (``prompt_weight``: ``w_c``, resp. ``1 / n``).
+    (``prompt_weight``: ``w_c``, resp. ``1 / n``; ``log_weight``: log of ``weight``, exact where the
+    weight itself underflows).
     ``gram`` is [N, T, T], or [N, T] when it is diagonal (factorized policy). ``score_vjp(coef)``
     maps per-token coefficients [N, T] to ``sum_i sum_t coef_it grad log pi_t(y_i)`` over the
     policy's parameters concatenated in ``named_parameters()`` order.
@@ -105,6 +106,7 @@ class AnswerSet:
     prompts: torch.Tensor
     tokens: torch.Tensor
     weight: torch.Tensor
+    log_weight: torch.Tensor
     prompt_weight: torch.Tensor
     logp: torch.Tensor
     old_logp: torch.Tensor
@@ -318,7 +320,9 @@ def prepare_answers(env: Env, behaviour: Policy, policy: Policy, *, mc_samples: 
             true_grad = torch.cat([g.reshape(-1) for g in analytic_policy_gradient(env, policy).values()])
             kl = kl_per_token(beh, policy, env.prompt_distribution()[1])
         spread = math.sqrt(max(float(torch.dot(weight, l.var(-1, unbiased=False))), 0.0))
-    return AnswerSet(prompts=prompts, tokens=tokens, weight=weight, prompt_weight=prompt_w, logp=logp,
+    log_weight = prompt_w.log() + (old.sum(-1) if mc_samples is None else 0.0)
+    return AnswerSet(prompts=prompts, tokens=tokens, weight=weight, log_weight=log_weight.detach(),
+                     prompt_weight=prompt_w, logp=logp,
                      old_logp=old.detach(), advantage=rbar - baseline, gram=gram.detach(), true_grad=true_grad.detach(),
                      score_vjp=vjp, objective=objective, baseline=baseline, kl_per_token=kl, spread=spread,
                      exact_answers=mc_samples is None, policy_params=_params(policy),
@@ -369,16 +373,18 @@ def _token_weight_ess(level: str, p: float, l: torch.Tensor, adv: torch.Tensor, 
 
 
 def _coefficients(ans: AnswerSet, old_seen: torch.Tensor, *, level: str, p: float, eps_low: float, eps_high: float,
-                  agg: str, opts: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(c [N, D, T] = -d loss / d log pi_t per answer and noise draw, token-weight ESS [N, D])."""
+                  agg: str, opts: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(c [N, D, T], log_scale [N, D], token-weight ESS [N, D]): -d loss / d log pi_t per answer and noise
+    draw is ``c exp(log_scale)``. The scale is kept apart only for is-product, whose coefficient
+    ``A prod_t r_t`` overflows float64 where mu is tiny, although ``mu(y) A prod_t r_t = A pi(y)`` does not."""
     N, D, T = old_seen.shape
     logp = ans.logp.unsqueeze(1).expand(N, D, T).reshape(N * D, T)
     old = old_seen.reshape(N * D, T)
     adv = ans.advantage.repeat_interleave(D)
     if level == "is-product":
         # the full likelihood ratio: g = A prod_t r_t grad log pi(y), every token the same coefficient
-        c = (adv * (logp - old).sum(-1).exp()).unsqueeze(-1).expand(N * D, T)
-        return c.reshape(N, D, T), torch.ones(N, D, dtype=torch.float64)
+        c = adv.unsqueeze(-1).expand(N * D, T)
+        return c.reshape(N, D, T), (logp - old).sum(-1).reshape(N, D), torch.ones(N, D, dtype=torch.float64)
     mask = torch.ones(N * D, T, dtype=torch.bool)
     x = logp.clone().requires_grad_(True)
     # check=False: the inputs are finite by construction (prepare_answers checks log pi and log mu)
@@ -401,7 +407,7 @@ def _coefficients(ans: AnswerSet, old_seen: torch.Tensor, *, level: str, p: floa
     if not math.isclose(mine, met["token_weight_ess"], rel_tol=1e-9, abs_tol=1e-12):
         raise RuntimeError(f"per-answer token-weight ESS ({mine}) disagrees with policy_loss's metric "
                            f"({met['token_weight_ess']}) for level={level!r}: the two definitions drifted apart")
-    return c.reshape(N, D, T), ess.reshape(N, D)
+    return c.reshape(N, D, T), torch.zeros(N, D, dtype=torch.float64), ess.reshape(N, D)
 
 
 @functools.lru_cache(maxsize=2)
@@ -442,24 +448,31 @@ def moments(ans: AnswerSet, *, level: str = "sequence", p: float = 0.0, eps_low:
     old_seen = ans.old_logp.unsqueeze(1).expand(N, D, T)
     if noise_tau > 0:
         old_seen = old_seen + noise_tau * _standard_normal(int(seed), N, D, T)
-    c, ess = _coefficients(ans, old_seen, level=level, p=p, eps_low=eps_low, eps_high=eps_high, agg=agg, opts=opts)
+    c, log_scale, ess = _coefficients(ans, old_seen, level=level, p=p, eps_low=eps_low, eps_high=eps_high, agg=agg,
+                                      opts=opts)
     w = ans.weight
-    # answers mu never draws carry no weight; their ratios (pi / mu, possibly inf) must not turn 0 into NaN
-    drawn = (w > 0).reshape(N, 1, 1)
-    c = torch.where(drawn, c, 0.0)
-    ess = torch.where(drawn[..., 0], ess, 0.0)
-    cbar = c.mean(1)
-    mean_grad = ans.score_vjp(w.unsqueeze(-1) * cbar)
-    q = _quad(c, ans.gram)  # |g|^2 per answer and draw
-    second = float(torch.dot(w, q.mean(1)))
+    log_w = ans.log_weight.reshape(N, 1)
+    # the weights enter in log space with each coefficient's scale: mu(y) times an importance weight that
+    # alone overflows float64 is finite (it is w_c pi(y) A for is-product), and so is sqrt(mu(y)) times it
+    wc = c * (log_scale + log_w).exp().unsqueeze(-1)
+    mean_grad = ans.score_vjp(wc.mean(1))
+    cw = c * (log_scale + 0.5 * log_w).exp().unsqueeze(-1)
+    q = _quad(cw, ans.gram)  # w |g|^2 per answer and draw
+    second = float(q.mean(1).sum())
+    if not math.isfinite(second):
+        # the weighted square itself exceeds float64 (sum_y pi^2 / mu of a far behaviour policy): report inf
+        second = math.inf
     true = ans.true_grad
     mn, tn = float(mean_grad.norm()), float(true.norm())
+    if not math.isfinite(mn):
+        raise RuntimeError(f"moments: E g is not finite for level={level!r}, p={p} (an overflow this code should not "
+                           "produce); nothing is reported rather than a NaN")
     # E g = 0 exactly (mu never draws a rewarded answer) points nowhere: cosine 0, scaled bias 1
     cosine = (float(torch.dot(mean_grad, true)) / (mn * tn) if mn > 0 else 0.0) if tn > 0 else math.nan
     trace_var = max(second - mn * mn, 0.0)
     if ans.exact_answers and D > 1:
-        within = (q.mean(1) - _quad(cbar.unsqueeze(1), ans.gram).squeeze(1)).clamp_min(0.0)
-        err2 = float(torch.dot(w * w, within)) / (D - 1)
+        within = (q.mean(1) - _quad(cw.mean(1, keepdim=True), ans.gram).squeeze(1)).clamp_min(0.0)  # w Var_eps
+        err2 = float(torch.dot(w, within)) / (D - 1)
     elif ans.exact_answers:
         err2 = 0.0
     else:

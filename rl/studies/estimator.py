@@ -50,6 +50,7 @@ import json
 import math
 import multiprocessing
 import os
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -69,7 +70,7 @@ from rl.studies.spec import CLIP_WINDOWS, variant_settings
 
 __all__ = ["finding_ids", "ledger_evidence", "LEDGER_WORDS", "SCHEMA_VERSION", "VARIANTS", "CONTROL", "BASELINE", "CLIPS", "POLICIES", "Cell", "EstimatorSpec",
            "SPEC", "Finding", "Comparison", "draw_policy", "behaviour_at_kl", "solve_scale", "UnreachableKL", "run_cells",
-           "run", "load_rows", "measurable", "RowIndex", "compare_paired", "compare_unpaired", "verdict", "findings", "variant_kwargs"]
+           "run", "load_rows", "measurable", "RowIndex", "log_rel_var", "VAR_CEILING", "compare_paired", "compare_unpaired", "verdict", "findings", "variant_kwargs"]
 
 SCHEMA_VERSION = 1
 VARIANTS = ("p=-2", "p=-1", "p=-0.5", "p=0", "p=0.5", "p=1", "p=2", "grpo-token", "gmpo", "is-product")
@@ -487,9 +488,11 @@ def _t_summary(d: np.ndarray) -> tuple[float, tuple[float, float], float, float]
     from scipy import stats as sps
 
     n = d.size
+    if n < 2 or not np.isfinite(d).all():  # e.g. a zero variance (E g = 0: log -inf) in one of the pair
+        return (float(d.mean()) if n and not np.isnan(d).any() else math.nan), (math.nan, math.nan), math.nan, math.nan
     mean = float(d.mean())
-    sd = float(d.std(ddof=1)) if n > 1 else math.nan
-    if n < 2 or not math.isfinite(sd):
+    sd = float(d.std(ddof=1))
+    if not math.isfinite(sd):
         return mean, (math.nan, math.nan), math.nan, math.nan
     if sd == 0.0:
         return mean, (mean, mean), (0.0 if mean != 0 else 1.0), 0.0
@@ -525,10 +528,20 @@ def _values(rows: Sequence[dict] | RowIndex, cell: Cell, variant: str, quantity:
     return _ix(rows).values(cell, variant, quantity)
 
 
+#: a variance beyond float64 (the is-product control under the farthest behaviour policies: sum_y pi^2 / mu
+#: overflows) counts as the largest double, a lower bound, so that means and tests stay finite
+VAR_CEILING = sys.float_info.max
+
+
+def log_rel_var(rel_var: float) -> float:
+    """log of the relative variance, an overflowed (inf) variance read as :data:`VAR_CEILING`."""
+    return math.log(min(rel_var, VAR_CEILING)) if rel_var > 0 else -math.inf
+
+
 def _quantity(r: dict, quantity: str) -> float:
-    """A row's value of ``quantity``; "log_rel_var" is log of the relative variance."""
+    """A row's value of ``quantity``; "log_rel_var" is :func:`log_rel_var` of the relative variance."""
     if quantity == "log_rel_var":
-        return math.log(r["rel_var"]) if r["rel_var"] > 0 else -math.inf
+        return log_rel_var(r["rel_var"])
     return float(r[quantity])
 
 

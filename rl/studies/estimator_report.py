@@ -19,7 +19,7 @@ import numpy as np
 from rl._io import atomic_write_json, atomic_write_text
 from rl.studies.estimator import (
     BASELINE, CELL_FIELDS, CONTROL, SPEC, Cell, EstimatorSpec, RowIndex, compare_paired, findings, findings_json,
-    measurable, verdict,
+    log_rel_var, measurable, verdict,
 )
 
 __all__ = ["Summary", "summarise", "best_table", "write_report", "FIGURES"]
@@ -38,7 +38,9 @@ FIGURES = {
                          "exp(-p^2 sigma^2) for |p| = 0.5, 1, 2 (p and -p share it).",
     "length.png": "Cosine against the answer length T: enumeration for T <= 8 (solid), Monte Carlo for T >= 8 "
                   "(dashed, error bars: the Monte Carlo error, capped at 1), at two KL per token; GMPO equals p = 0 "
-                  "without a clip. The all-or-nothing reward is not measurable by Monte Carlo (no rewarded answers).",
+                  "without a clip. The all-or-nothing reward is not measurable by Monte Carlo (no rewarded answers). The "
+                  "is-product control is unbiased at every T (TE2): its falling Monte Carlo cosine is its variance "
+                  "outgrowing 4096 samples, not a bias.",
     "noise.png": "Cosine against the mismatch noise tau on the behaviour log-probs, with no policy shift (top) and at "
                  "KL 0.2 (bottom). Tabular, T = 8, no clip. Without a policy shift the exact cosine is 1 for every "
                  "variant (theorem TE6): the deficits at tau = 1 are the Monte Carlo error of the few noise draws per "
@@ -75,10 +77,15 @@ def _ci(x: np.ndarray) -> tuple[float, tuple[float, float]]:
     from scipy import stats as sps
 
     m = float(x.mean())
-    if x.size < 2:
+    if x.size < 2 or not np.isfinite(x).all():  # a zero variance (log -inf: E g = 0) has no interval
         return m, (math.nan, math.nan)
     h = float(sps.t.ppf(0.975, x.size - 1)) * float(x.std(ddof=1)) / math.sqrt(x.size)
     return m, (m - h, m + h)
+
+
+def _exp(x: float) -> float:
+    """exp, saturating at inf (a geometric mean of variances near the float64 ceiling)."""
+    return math.exp(x) if x < 709.78 else math.inf
 
 
 def summarise(rows: Sequence[dict[str, Any]]) -> list[Summary]:
@@ -91,10 +98,10 @@ def summarise(rows: Sequence[dict[str, Any]]) -> list[Summary]:
         col = lambda k: np.array([r[k] for r in rs], dtype=float)  # noqa: E731
         cos, cos_ci = _ci(col("cosine"))
         sb, sb_ci = _ci(col("scaled_bias"))
-        lv = np.log(np.clip(col("rel_var"), 1e-300, None))
+        lv = np.array([log_rel_var(v) for v in col("rel_var")])
         lvm, lv_ci = _ci(lv)
         out.append(Summary(Cell(*key), variant, len(rs), cos, cos_ci, sb, sb_ci, float(col("rel_bias").mean()),
-                           math.exp(lvm), (math.exp(lv_ci[0]), math.exp(lv_ci[1])) if math.isfinite(lv_ci[0])
+                           _exp(lvm), (_exp(lv_ci[0]), _exp(lv_ci[1])) if math.isfinite(lv_ci[0])
                            else (math.nan, math.nan), float(col("ess").mean()), float(col("spread").mean()),
                            float(col("kl_per_token").mean()), float(col("mc_error").mean())))
     return out
@@ -122,7 +129,8 @@ def best_table(rows: Sequence[dict], summ: Sequence[Summary], spec: EstimatorSpe
                 ranked = sorted(cand, key=lambda s: -s.cosine)
                 best = ranked[0]
                 runner = next((s for s in ranked[1:] if abs(s.cosine - best.cosine) > 1e-12), ranked[1])
-                ties = [s.variant for s in ranked if abs(s.cosine - best.cosine) <= 1e-12]
+                ties = sorted((s.variant for s in ranked if abs(s.cosine - best.cosine) <= 1e-12),
+                              key=lambda v: (not v.startswith("p="), v))
                 c = compare_paired(rix, cell, best.variant, runner.variant)
                 low = min(cand, key=lambda s: s.rel_var)
                 out.append({"policy": pol, "reward": reward, "kl": kl, "best": " = ".join(ties), "cosine": best.cosine,
@@ -405,6 +413,24 @@ def _what_it_shows(rows, summ, best, found, spec: EstimatorSpec) -> list[str]:
     by_id = {f.id: f for f in found}
     T0, K0 = spec.centre_length, spec.centre_kl
     out = []
+    # in short: which variant wins most often per reward (over both policies and every KL > 0), and how HMPO fares
+    for reward in spec.rewards:
+        wins: dict[str, int] = {}
+        rb = [b for b in best if b["reward"] == reward]
+        for b in rb:
+            ties = b["best"].split(" = ")
+            name = next((t for t in ties if t.startswith("p=")), ties[0])
+            wins[name] = wins.get(name, 0) + 1
+        if rb:
+            top = max(wins, key=wins.get)
+            out.append(f"- In short, **{reward}**: {top} points closest to grad J in {wins[top]} of {len(rb)} cells "
+                       "(both policies, every KL > 0; ties of identical estimators named once).")
+    g = by_id.get(f"est-direction-hmpo-vs-gspo-{spec.rewards[0]}")
+    if g:
+        out.append(f"- HMPO (p = -1) against GSPO over all {g.family} off-policy cells of the direction family: "
+                   f"{_verdict_counts(g)}" + ("; the harmonic mean weights each answer's tokens by their smallest "
+                                              "ratios, and its expected gradient turns away from grad J with them."
+                                              if g.verdict == "worse" else "."))
     for pol in spec.policies:
         bs = [b for b in best if b["policy"] == pol]
         for reward in spec.rewards:

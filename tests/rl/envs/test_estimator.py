@@ -366,3 +366,20 @@ def test_reuse_gives_the_same_moments_as_a_fresh_answer_set():
         for k in ("cosine", "trace_var", "ess", "kl_per_token"):
             assert a[k] == b[k]
         assert torch.equal(a["mean_grad"], b["mean_grad"])
+
+
+def test_importance_weights_beyond_float64_keep_the_control_unbiased():
+    """mu gives answer (1, 1) probability ~e^-800 (0 in float64) where pi gives it 1/4: its importance
+    weight e^800 overflows, its weighted contribution A pi(y) does not; the variance is honestly inf."""
+    pi = tabular(2, 2, [[0.0, 0.0], [0.0, 0.0]])
+    mu = tabular(2, 2, [[0.0, -400.0], [0.0, -400.0]])
+    env = SequenceBandit(2, 2, "all-or-nothing", target_seed=0)
+    target = env.target.tolist()
+    if target != [1, 1]:  # put the unreachable answer on the target, where the reward is
+        mu = tabular(2, 2, [[-400.0 * (t == 0), -400.0 * (t == 1)] for t in target])
+    m = estimator_moments(env, mu, pi, level="is-product")
+    assert m["rel_bias"] < 1e-12 and m["cosine"] == pytest.approx(1.0, abs=1e-12)
+    assert m["trace_var"] == math.inf
+    # a mean-based variant never sees that answer: no reward ever, E g points nowhere useful
+    g = estimator_moments(env, mu, pi, level="sequence", p=0.0)
+    assert math.isfinite(g["cosine"]) and g["rel_bias"] == pytest.approx(1.0, abs=1e-12)
