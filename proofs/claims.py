@@ -84,6 +84,13 @@ def _ledger(seed: str, document: str, rows: list[Row]) -> list[Claim]:
 
 
 _STABLE_UNEQUAL = ("arithmetic-less-stable-than-gspo", "grpo-token-less-stable-than-gspo")
+
+
+def _per_reward(stem: str) -> tuple[str, ...]:
+    """One estimator-study finding id per reward structure of the sequence bandit."""
+    return tuple(f"{stem}-{r}" for r in ("count", "all-or-nothing", "prefix"))
+
+
 #: claim id -> the findings (ids of rl.studies.report.measured_claims, under the claim's
 #: ``study:`` evidence) that measure it. Every finding states its claim in the same direction
 #: as the ledger's claim, so its verdict reads unchanged.
@@ -99,6 +106,14 @@ MEASURED_BY: dict[str, tuple[str, ...]] = {
     "C000-35": ("sequence-length-effect",),
     "C001-12": ("cost-of-the-means",),
     "C002-06": (*_STABLE_UNEQUAL, "hmpo-more-stable-than-gspo"),
+    # the exact estimator study (rl.studies.estimator.finding_ids, ledger study "estimator")
+    "C000-41": (*_per_reward("est-variance-hmpo-vs-gspo"), *_per_reward("est-variance-arithmetic-vs-gspo"),
+                *_per_reward("est-variance-is-product-vs-gspo"), *_per_reward("est-bias-variance-tradeoff"),
+                "est-control-unbiased"),
+    "C000-42": (*_per_reward("est-direction-hmpo-vs-gspo"), *_per_reward("est-direction-arithmetic-vs-gspo"),
+                "est-additive-arithmetic-unbiased", "est-on-policy-length-normalisation", "est-noise-only-direction",
+                *_per_reward("est-gspo-window"), "est-ess-gaussian-limit"),
+    "C000-43": (*_per_reward("est-length-gap"), "est-monte-carlo-agrees"),
 }
 
 
@@ -218,6 +233,31 @@ SEED_000: list[Row] = [
      "conditional", ("T11-breakdown",), "Bounded under large outliers only; one vanishing value breaks it down (T11)."),
     (40, "Different means as ensemble voters / Pareto-optimal combinations", "Broader Research Connections / 2, 4",
      "open", ("study: mean-sweep",), "Programme item."),
+    (41, "Bias-variance tradeoffs across mean types", "Implementation Research Program / Phase 2 / 2",
+     "measured", ("TE2-is-product-unbiased", "TE3-additive-arithmetic-unbiased", "TE4-nonadditive-biased",
+                  "study: estimator"),
+     "Measured by the exact estimator study (reports/estimator; T = 8, 20 paired draws, 0.2 KL per token): the unbiased "
+     "is-product control (TE2) pays with a single-answer variance 3000 to 9600 times GSPO's; among the means, p = 1 has "
+     "3.5 to 4.6 times GSPO's variance (worse in 14 of 24 cells) and HMPO 28% (count) and 19% (prefix) more, worse at "
+     "the 10% margin, not separated for all-or-nothing (worse in 9 of 24 cells). The least biased mean depends on the reward: p = 1 for count (exactly, TE3) and "
+     "prefix, GSPO for all-or-nothing. No single trade-off: across p the rank correlation of bias and variance runs "
+     "from -0.61 to +0.93 by reward and KL."),
+    (42, "Gradients flow differently through harmonic, geometric and arithmetic means (the expected gradient's "
+         "direction)", "Specific Technical Questions / 3 (the exact estimator study; C000-34 is the weight formula)",
+     "measured", ("T9-seq-gradient", "TE1-estimator-on-policy", "TE3-additive-arithmetic-unbiased",
+                  "TE4-nonadditive-biased", "TE5-ess-limit", "TE6-noise-exchangeable", "study: estimator"),
+     "Exact expected-gradient direction (reports/estimator): on-policy every mean gives grad J / T (TE1); off-policy "
+     "HMPO points further from grad J than GSPO in 20 of 24 cells (0.2 KL, tabular, T = 8: cosine -0.19 count, -0.14 "
+     "all-or-nothing, -0.16 prefix); p = 1 is exactly aligned for the additive reward with a factorized policy (TE3), "
+     "ahead of GSPO for prefix (+0.03) and behind it for all-or-nothing (-0.24). Mismatch noise alone bends no mean "
+     "(TE6); GSPO's 3e-4/4e-4 window costs GSPO 0.19 to 0.81 in cosine at 0.05 KL."),
+    (43, "Sequence length changes how far each mean's expected gradient is from the policy gradient",
+     "Specific Technical Questions / 4 (the exact estimator study; C000-35 is the training study)", "measured",
+     ("TE1-estimator-on-policy", "study: estimator"),
+     "At 0.2 KL per token the HMPO minus GSPO cosine gap widens with the answer length: from T = 2 to T = 8 by -0.13 "
+     "(count), -0.07 (all-or-nothing) and -0.13 (prefix), each separated after Holm; Monte Carlo at T = 16 to 64 "
+     "(factorized policy, 4096 answers) puts it at -0.24 to -0.25 (count) and -0.17 to -0.25 (prefix); all-or-nothing "
+     "is not measurable by Monte Carlo beyond T = 8. C000-35 is the training study's side of the question."),
 ]
 
 SEED_001: list[Row] = [
