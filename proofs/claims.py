@@ -149,6 +149,13 @@ def _ledger(seed: str, document: str, rows: list[Row]) -> list[Claim]:
 
 _STABLE_UNEQUAL = ("arithmetic-less-stable-than-gspo", "grpo-token-less-stable-than-gspo")
 _FAST_ARITHMETIC = ("arithmetic-sample-efficiency-vs-gspo",)
+
+
+def _per_reward(stem: str) -> tuple[str, ...]:
+    """One estimator-study finding id per reward structure of the sequence bandit."""
+    return tuple(f"{stem}-{r}" for r in ("count", "all-or-nothing", "prefix"))
+
+
 #: claim id -> the findings (ids in the studies' findings.json, declared by the study specs of
 #: rl.studies.presets) that measure it. Each finding states its claim in the ledger claim's
 #: direction, so its outcome (supported, contradicted, ...) reads unchanged.
@@ -171,6 +178,14 @@ MEASURED_BY: dict[str, tuple[str, ...]] = {
     "C002-06": (*_STABLE_UNEQUAL, "hmpo-more-stable-than-gspo"),
     "C002-11": ("learnable-p-where-it-goes", "learnable-p-vs-gspo"),
     "C002-16": _FAST_ARITHMETIC,
+    # the exact estimator study (rl.studies.estimator.finding_ids, ledger study "estimator")
+    "C000-46": (*_per_reward("est-variance-hmpo-vs-gspo"), *_per_reward("est-variance-arithmetic-vs-gspo"),
+                *_per_reward("est-variance-is-product-vs-gspo"), *_per_reward("est-bias-variance-tradeoff"),
+                "est-control-unbiased"),
+    "C000-47": (*_per_reward("est-direction-hmpo-vs-gspo"), *_per_reward("est-direction-arithmetic-vs-gspo"),
+                "est-additive-arithmetic-unbiased", "est-on-policy-length-normalisation", "est-noise-only-direction",
+                *_per_reward("est-gspo-window"), "est-ess-gaussian-limit"),
+    "C000-48": (*_per_reward("est-length-gap"), "est-monte-carlo-agrees"),
 }
 
 
@@ -324,6 +339,31 @@ SEED_000: list[Row] = [
      "Open here: the training-regime issue (13) varies the reward structure (count, all-or-nothing, longest prefix), "
      "which decides whose bias hurts (for a factorized policy and the additive count reward p = 1 is exactly unbiased "
      "in direction); the committed studies have one task each."),
+    (46, "Bias-variance tradeoffs across mean types", "Implementation Research Program / Phase 2 / 2",
+     "measured", ("TE2-is-product-unbiased", "TE3-additive-arithmetic-unbiased", "TE4-nonadditive-biased",
+                  "study: estimator"),
+     "Measured by the exact estimator study (reports/estimator; T = 8, 20 paired draws, 0.2 KL per token): the unbiased "
+     "is-product control (TE2) pays with a single-answer variance 3000 to 9600 times GSPO's; among the means, p = 1 has "
+     "3.5 to 4.6 times GSPO's variance (worse in 14 of 24 cells) and HMPO 28% (count) and 19% (prefix) more, worse at "
+     "the 10% margin, not separated for all-or-nothing (worse in 9 of 24 cells). The least biased mean depends on the reward: p = 1 for count (exactly, TE3) and "
+     "prefix, GSPO for all-or-nothing. No single trade-off: across p the rank correlation of bias and variance runs "
+     "from -0.61 to +0.93 by reward and KL."),
+    (47, "Gradients flow differently through harmonic, geometric and arithmetic means (the expected gradient's "
+         "direction)", "Specific Technical Questions / 3 (the exact estimator study; C000-34 is the weight formula)",
+     "measured", ("T9-seq-gradient", "TE1-estimator-on-policy", "TE3-additive-arithmetic-unbiased",
+                  "TE4-nonadditive-biased", "TE5-ess-limit", "TE6-noise-exchangeable", "study: estimator"),
+     "Exact expected-gradient direction (reports/estimator): on-policy every mean gives grad J / T (TE1); off-policy "
+     "HMPO points further from grad J than GSPO in 20 of 24 cells (0.2 KL, tabular, T = 8: cosine -0.19 count, -0.14 "
+     "all-or-nothing, -0.16 prefix); p = 1 is exactly aligned for the additive reward with a factorized policy (TE3), "
+     "ahead of GSPO for prefix (+0.03) and behind it for all-or-nothing (-0.24). Mismatch noise alone bends no mean "
+     "(TE6); GSPO's 3e-4/4e-4 window costs GSPO 0.19 to 0.81 in cosine at 0.05 KL."),
+    (48, "Sequence length changes how far each mean's expected gradient is from the policy gradient",
+     "Specific Technical Questions / 4 (the exact estimator study; C000-35 is the training study)", "measured",
+     ("TE1-estimator-on-policy", "study: estimator"),
+     "At 0.2 KL per token the HMPO minus GSPO cosine gap widens with the answer length: from T = 2 to T = 8 by -0.13 "
+     "(count), -0.07 (all-or-nothing) and -0.13 (prefix), each separated after Holm; Monte Carlo at T = 16 to 64 "
+     "(factorized policy, 4096 answers) puts it at -0.24 to -0.25 (count) and -0.17 to -0.25 (prefix); all-or-nothing "
+     "is not measurable by Monte Carlo beyond T = 8. C000-35 is the training study's side of the question."),
 ]
 
 SEED_001: list[Row] = [

@@ -3,7 +3,9 @@
     hmpo report [--out reports/] [--study-dir studies/] [--studies bandit tiny-lm]
 
 1. the default study (rl.studies.presets.DEFAULT_STUDIES), each preset into
-   ``<study-dir>/<name>``, skipping runs already finished there;
+   ``<study-dir>/<name>``, skipping runs already finished there, then the studies with their own
+   runner (rl.studies.presets.EXACT_STUDIES: the exact estimator study), reusing stored results of
+   the same design;
 2. one report folder per study, ``<out>/<name>/`` (README.md, figures, CSV, findings.json);
 3. the theory: ``proofs.run_all(studies=..., checks=rl.ledger_checks.CHECKS)`` (given each study's findings.json, read by the
    ledger as proofs.claims.StudyFindings) then ``proofs.write_reports(results, out)``
@@ -62,8 +64,26 @@ def _theory(out: Path, studies: dict[str, Any]) -> dict[str, Any]:
     return {"ran": True, "failed": len(fails), "summary": summary}
 
 
+def _exact_study(name: str, args: argparse.Namespace, out: Path) -> bool:
+    """Run (or reuse) one of EXACT_STUDIES and write its report; False when --no-run finds nothing stored."""
+    import importlib
+
+    from rl.studies.presets import EXACT_STUDIES
+
+    mod = importlib.import_module(EXACT_STUDIES[name])
+    try:
+        info = mod.run(Path(args.study_dir) / name, out / name, workers=args.workers, reuse=not args.fresh,
+                       run_missing=not args.no_run, progress=not args.no_progress)
+    except ValueError as exc:
+        print(f"study {name}: not reported ({exc})")
+        return False
+    print(f"study {name}: {info['rows']} evaluations ({'computed' if info['ran'] else 'reused'}, "
+          f"{info['seconds']:.0f} s); report {info['readme']}")
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
-    from rl.studies.presets import DEFAULT_STUDIES
+    from rl.studies.presets import DEFAULT_STUDIES, EXACT_STUDIES
     from rl.studies.report import write_index, write_study_report
     from rl.studies.runner import run_study
     from rl.studies.spec import load_spec
@@ -74,7 +94,11 @@ def run(args: argparse.Namespace) -> int:
     status = 0
 
     reported: list[str] = []
-    for name in args.studies or DEFAULT_STUDIES:
+    for name in args.studies or [*DEFAULT_STUDIES, *EXACT_STUDIES]:
+        if name in EXACT_STUDIES:
+            if _exact_study(name, args, out):
+                reported.append(name)
+            continue
         try:
             spec = load_spec(name)
         except ValueError as exc:

@@ -8,6 +8,11 @@ Sequence bandit: the answer is y in [0, V)^T and a hidden target y* in [0, V)^T 
 ``target_seed``. Clean rewards:
     "count":           r(y) = (1/T) sum_t [y_t = y*_t]      (fraction of matching positions)
     "all-or-nothing":  r(y) = prod_t [y_t = y*_t]
+    "prefix":          r(y) = (1/T) max{k : y_1..y_k = y*_1..y*_k}  (longest correct prefix, as a fraction)
+"count" is additive over positions; "all-or-nothing" and "prefix" are not (a position's reward
+depends on the others), which decides whether a mean-based surrogate can be unbiased (see
+rl.envs.estimator and proofs/theorems_estimator.py). For a factorized policy the expected
+reward of each has a closed form (rl.envs.oracle.analytic_objective).
 Contextual sequence bandit: the prompt is a context c in [0, C) drawn uniformly, and the target
 y*(c) depends on it.
 
@@ -32,7 +37,7 @@ from rl.policies.tabular import AutoregressivePolicy, TabularPolicy, context_ids
 
 __all__ = ["KArmedBandit", "SequenceBandit", "ContextualSequenceBandit", "NOISE_KINDS", "REWARD_KINDS"]
 
-REWARD_KINDS = ("count", "all-or-nothing")
+REWARD_KINDS = ("count", "all-or-nothing", "prefix")
 NOISE_KINDS = (None, "gaussian", "flip")
 
 
@@ -78,11 +83,18 @@ class _EnumerableBandit(Env):
 
     def mean_reward(self, prompts, tokens, mask) -> torch.Tensor:
         """E[observed reward | prompt, answer] (float64 [B]): the noisy reward's expectation."""
-        r = self.clean_reward(prompts, tokens, mask).double()
+        a, b = self.reward_affine()
+        return a + b * self.clean_reward(prompts, tokens, mask).double()
+
+    def reward_affine(self) -> tuple[float, float]:
+        """(a, b) with E[observed reward | answer] = a + b r for the clean reward r.
+
+        Gaussian noise (mean 0) and no noise: (0, 1); flip with probability q:
+        (1 - q) r + q (1 - r) = q + (1 - 2q) r.
+        """
         if self.noise == "flip":
-            q = self.noise_scale
-            r = (1 - q) * r + q * (1 - r)
-        return r
+            return self.noise_scale, 1.0 - 2.0 * self.noise_scale
+        return 0.0, 1.0
 
     def make_policy(self, kind: str = "tabular", **kw) -> Policy:
         """A fresh policy: ``kind`` "tabular" (TabularPolicy) or "autoregressive" (tanh RNN)."""
@@ -153,7 +165,7 @@ class SequenceBandit(_EnumerableBandit):
     """Answers in [0, V)^T scored against a hidden target (see the module docstring).
 
     Args:
-        vocab: V >= 2. length: T >= 1. reward: "count" or "all-or-nothing".
+        vocab: V >= 2. length: T >= 1. reward: one of REWARD_KINDS ("count", "all-or-nothing", "prefix").
         target_seed: seeds the hidden target. noise, noise_scale, seed: see the module docstring.
     """
 
@@ -178,7 +190,11 @@ class SequenceBandit(_EnumerableBandit):
         self._check(tokens, mask)
         tgt = self.targets[context_ids(prompts, tokens.shape[0], self.n_contexts)]
         hit = (tokens == tgt).double()
-        return hit.mean(-1) if self.reward_kind == "count" else hit.prod(-1)
+        if self.reward_kind == "count":
+            return hit.mean(-1)
+        if self.reward_kind == "all-or-nothing":
+            return hit.prod(-1)
+        return hit.cumprod(-1).mean(-1)  # prefix: the k-th cumulative product is 1 iff y_1..y_k are right
 
 
 class ContextualSequenceBandit(SequenceBandit):

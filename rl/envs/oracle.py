@@ -12,6 +12,21 @@ policy gradient theorem for a one-step episode).
 
 The environment must provide ``vocab``, ``length``, ``prompt_distribution()`` and
 ``mean_reward``; the bandits of rl.envs.bandits do.
+
+For a factorized policy (:class:`~rl.policies.tabular.TabularPolicy`) on a sequence bandit,
+J and grad J also have closed forms that need no enumeration (any length T):
+:func:`analytic_objective` and :func:`analytic_policy_gradient`. With
+``q_t = pi_t(y*_t)``, ``Q_k = prod_{t <= k} q_t`` and ``e_v`` the unit vector of token v,
+the clean rewards of rl.envs.bandits give (per context; the softmax Jacobian
+``d q_t / d theta_t = q_t (e_{y*_t} - pi_t)``)::
+
+    count:           J = (1/T) sum_t q_t            dJ/dtheta_t = (1/T) q_t (e_{y*_t} - pi_t)
+    all-or-nothing:  J = prod_t q_t                 dJ/dtheta_t = J (e_{y*_t} - pi_t)
+    prefix:          J = (1/T) sum_k Q_k            dJ/dtheta_t = (1/T) (sum_{k >= t} Q_k) (e_{y*_t} - pi_t)
+
+(the prefix reward (1/T) max{k : y_<=k = y*_<=k} equals (1/T) sum_k prod_{t <= k} [y_t = y*_t],
+and positions are independent under pi, so E prod_{t <= k} [y_t = y*_t] = Q_k). Reward noise
+enters through ``env.reward_affine()``: E[observed] = a + b r, so J -> a + b J, grad -> b grad.
 """
 
 from __future__ import annotations
@@ -23,9 +38,10 @@ import torch
 
 from rl.envs.base import Env
 from rl.policies.base import Policy
+from rl.policies.tabular import TabularPolicy
 
 __all__ = ["enumerate_answers", "exact_expected_reward", "exact_policy_gradient", "supports_oracle",
-           "MAX_ANSWERS"]
+           "analytic_objective", "analytic_policy_gradient", "MAX_ANSWERS"]
 
 MAX_ANSWERS = 65536
 
@@ -82,3 +98,55 @@ def exact_policy_gradient(env: Env, policy: Policy, max_answers: int = MAX_ANSWE
     j = _objective(env, pol, max_answers)
     grads = torch.autograd.grad(j, list(params.values()), allow_unused=True)
     return {n: (torch.zeros_like(p) if g is None else g.detach()) for (n, p), g in zip(params.items(), grads)}
+
+
+def _analytic(env: Env, policy: Policy) -> tuple[torch.Tensor, torch.Tensor]:
+    """(J, dJ/dlogits [C, T, V]) in float64 by the closed forms of the module docstring."""
+    from rl.envs.bandits import SequenceBandit  # the bandits module imports nothing from here
+
+    if not isinstance(env, SequenceBandit):
+        raise ValueError(f"analytic J needs a SequenceBandit (count, all-or-nothing or prefix reward), got "
+                         f"{type(env).__name__}")
+    if not isinstance(policy, TabularPolicy):
+        raise ValueError(f"analytic J needs a factorized TabularPolicy, got {type(policy).__name__}")
+    if (policy.vocab, policy.length, policy.n_contexts) != (env.vocab, env.length, env.n_contexts):
+        raise ValueError(f"policy (V={policy.vocab}, T={policy.length}, C={policy.n_contexts}) does not match the "
+                         f"environment (V={env.vocab}, T={env.length}, C={env.n_contexts})")
+    T = env.length
+    with torch.no_grad():
+        logpi = torch.log_softmax(policy.logits.detach().double(), -1)  # [C, T, V]
+        pi = logpi.exp()
+        log_q = logpi.gather(-1, env.targets.unsqueeze(-1)).squeeze(-1)  # [C, T]
+        score = torch.nn.functional.one_hot(env.targets, env.vocab).double() - pi  # e_{y*_t} - pi_t
+        if env.reward_kind == "count":
+            j_c = log_q.exp().mean(-1)
+            coef = log_q.exp() / T
+        elif env.reward_kind == "all-or-nothing":
+            j_c = log_q.sum(-1).exp()
+            coef = j_c.unsqueeze(-1).expand(-1, T)
+        else:  # prefix; Q_k from cumulative log-probabilities (products of T probabilities underflow late)
+            big_q = log_q.cumsum(-1).exp()  # Q_1..Q_T
+            j_c = big_q.mean(-1)
+            coef = big_q.flip(-1).cumsum(-1).flip(-1) / T  # (1/T) sum_{k >= t} Q_k
+        _, w = env.prompt_distribution()
+        a, b = env.reward_affine()
+        j = a + b * torch.dot(w, j_c)
+        grad = b * w[:, None, None] * coef.unsqueeze(-1) * score
+    return j, grad
+
+
+def analytic_objective(env: Env, policy: Policy) -> float:
+    """J(theta) = E_c E_{y ~ pi(.|c)} rbar(c, y) in closed form for a TabularPolicy on a SequenceBandit.
+
+    Any length T (no enumeration); equal to :func:`exact_expected_reward` where both apply.
+    Formulas in the module docstring. Raises ValueError for other environments or policies.
+    """
+    return float(_analytic(env, policy)[0])
+
+
+def analytic_policy_gradient(env: Env, policy: Policy) -> dict[str, torch.Tensor]:
+    """grad_theta J in closed form (float64), ``{"logits": [C, T, V]}`` like :func:`exact_policy_gradient`.
+
+    For a TabularPolicy on a SequenceBandit, any length T; formulas in the module docstring.
+    """
+    return {"logits": _analytic(env, policy)[1]}

@@ -12,7 +12,8 @@ one-sided tests reject after Holm: the difference lies within +-margin), *inconc
 (neither; the test carries the power it had to detect the margin), *identical* (the runs are
 equal bit for bit), *not identical* (a control that should be identical is not), *increasing*
 / *decreasing* (a trend in p), *optimum* (an interior optimum at the declared p), *flat* (no
-change across the sweep beyond the margin), *descriptive* (a number without a test). A
+change across the sweep beyond the margin), *holds* / *fails* (an exact identity checked on every
+case by enumeration, as the estimator study does), *descriptive* (a number without a test). A
 finding's verdict summarises its primary tests the same way, plus *mixed* (significant in
 both directions); its ``outcome`` says what that means for the claim, given the verdict the
 claim declared would support it.
@@ -30,7 +31,7 @@ __all__ = ["FINDINGS_FORMAT", "TEST_VERDICTS", "FINDING_VERDICTS", "OUTCOMES", "
 
 FINDINGS_FORMAT = "hmpo-findings/2"
 TEST_VERDICTS = ("better", "worse", "equivalent", "inconclusive", "identical", "not identical", "increasing",
-                 "decreasing", "optimum", "flat", "descriptive")
+                 "decreasing", "optimum", "flat", "holds", "fails", "descriptive")
 FINDING_VERDICTS = TEST_VERDICTS + ("mixed",)
 #: what a finding's verdict means for its claim
 OUTCOMES = ("supported", "contradicted", "no effect beyond the margin", "inconclusive", "mixed", "identical",
@@ -120,6 +121,8 @@ def outcome(verdict: str, supports: str | None) -> str:
         return verdict
     if verdict == "descriptive" or supports is None:
         return "descriptive"
+    if verdict in ("holds", "fails"):
+        return "supported" if verdict == supports else "contradicted"
     if verdict in ("equivalent", "flat"):
         return "supported" if supports == "equivalent" else "no effect beyond the margin"
     if supports == verdict or (supports == "differs" and verdict in ("better", "worse")) or \

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["PRESETS", "DEFAULT_STUDIES", "POWER_VARIANTS", "ALL_VARIANTS"]
+__all__ = ["PRESETS", "DEFAULT_STUDIES", "EXACT_STUDIES", "POWER_VARIANTS", "ALL_VARIANTS"]
 
 POWER_VARIANTS = ["p=1", "p=0.5", "p=0", "p=-0.5", "p=-1", "p=-2"]
 ALL_VARIANTS = POWER_VARIANTS + ["grpo-token", "gmpo", "adaptive", "rmi", "learnable-p", "multiscale"]
@@ -242,3 +242,5 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 # The default study of `hmpo report`: (preset, folder name under reports/ and under the study dir).
 DEFAULT_STUDIES: list[str] = ["bandit", "tiny-lm"]
+# Studies with their own design, runner and report (a module with run(); its findings.json is read by the ledger like every study's); `hmpo report` runs them too.
+EXACT_STUDIES: dict[str, str] = {"estimator": "rl.studies.estimator"}

@@ -1,11 +1,7 @@
-"""Environments and the enumeration oracle (the bandit policies: tests/rl/policies/test_tabular.py).
+"""rl/envs/bandits.py: rewards (count, all-or-nothing, longest correct prefix), noise, validation.
 
-Closed forms used below (derived by hand, not read off the implementation):
-- uniform policy on [0, V)^T: E[count reward] = 1/V, E[all-or-nothing] = V^-T, and the K-armed
-  bandit's expected reward is the mean of the arm means;
-- tabular independent softmax pi_t = softmax(theta_t), count reward J = (1/T) sum_t pi_t(y*_t):
-  dJ/dtheta_{t,v} = (1/T) pi_t(y*_t) ([v = y*_t] - pi_t(v))   (softmax Jacobian);
-- all-or-nothing J = prod_t pi_t(y*_t): dJ/dtheta_{t,v} = J ([v = y*_t] - pi_t(v)).
+Expected values are written out by hand from the reward definitions (module docstring of
+rl.envs.bandits), not read off the implementation.
 """
 
 from __future__ import annotations
@@ -16,11 +12,8 @@ import pytest
 import torch
 from scipy import stats
 
-from rl.envs import (
-    ContextualSequenceBandit, KArmedBandit, SequenceBandit, enumerate_answers, exact_expected_reward,
-    exact_policy_gradient, make_env, supports_oracle,
-)
-from rl.policies.tabular import AutoregressivePolicy, TabularPolicy
+from rl.envs import ContextualSequenceBandit, KArmedBandit, SequenceBandit
+from rl.envs.bandits import REWARD_KINDS
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -125,79 +118,43 @@ def test_bad_inputs_raise_value_errors():
                                                     torch.ones(1, 4, dtype=torch.bool))
 
 
-def test_registry():
-    assert isinstance(make_env("bandit"), KArmedBandit)
-    assert isinstance(make_env("seq-bandit", vocab=3, length=2), SequenceBandit)
-    assert isinstance(make_env("contextual-bandit", seed=1), ContextualSequenceBandit)
-    with pytest.raises(ValueError, match="unknown environment"):
-        make_env("chess")
-    with pytest.raises(ValueError, match="bad options"):
-        make_env("seq-bandit", vocabulary=3)
+# ---- longest correct prefix ----------------------------------------------------------------------------
+
+def test_prefix_reward_by_hand():
+    env = SequenceBandit(vocab=3, length=4, reward="prefix", target_seed=5)
+    t = env.target.tolist()
+    w = [(v + 1) % 3 for v in t]  # a wrong token at every position
+    answers = torch.tensor([
+        t,                          # all 4 right: 4/4
+        [w[0], t[1], t[2], t[3]],   # first wrong: 0 whatever follows
+        [t[0], w[1], t[2], t[3]],   # 1 right, then a wrong one: 1/4
+        [t[0], t[1], t[2], w[3]],   # 3/4
+        [t[0], t[1], w[2], w[3]],   # 2/4
+    ])
+    r = env.reward(env.sample_prompts(5, gen()), answers, ones(answers))
+    assert r.tolist() == [1.0, 0.0, 0.25, 0.75, 0.5]
+    # the other structures on the same answers: count counts every hit, all-or-nothing needs all
+    count = SequenceBandit(vocab=3, length=4, reward="count", target_seed=5).reward(None, answers, ones(answers))
+    aon = SequenceBandit(vocab=3, length=4, reward="all-or-nothing", target_seed=5).reward(None, answers, ones(answers))
+    assert count.tolist() == [1.0, 0.75, 0.75, 0.75, 0.5]
+    assert aon.tolist() == [1.0, 0.0, 0.0, 0.0, 0.0]
 
 
-# ---- the enumeration oracle -----------------------------------------------------------------------------
-
-def test_enumerate_answers():
-    a = enumerate_answers(3, 2)
-    assert a.tolist() == [[i, j] for i in range(3) for j in range(3)]
-    assert enumerate_answers(2, 10).unique(dim=0).shape == (1024, 10)
-    with pytest.raises(ValueError, match="exceeds"):
-        enumerate_answers(10, 6)
-
-
-def test_exact_reward_of_uniform_policies():
-    for v, t in [(2, 1), (4, 3), (7, 4)]:
-        pol = TabularPolicy(v, t)
-        assert exact_expected_reward(SequenceBandit(v, t), pol) == pytest.approx(1 / v, rel=1e-12)
-        assert exact_expected_reward(SequenceBandit(v, t, "all-or-nothing"), pol) == pytest.approx(v**-t, rel=1e-12)
-    env = KArmedBandit(arms=4, means=[0.1, 0.7, 0.3, 0.2])
-    assert exact_expected_reward(env, TabularPolicy(4, 1)) == pytest.approx(0.325, rel=1e-12)
-    flip = SequenceBandit(4, 3, noise="flip", noise_scale=0.1)
-    assert exact_expected_reward(flip, TabularPolicy(4, 3)) == pytest.approx(0.9 * 0.25 + 0.1 * 0.75, rel=1e-12)
+def test_prefix_reward_is_not_additive_and_lies_between_the_others():
+    # additivity: r(y) = sum_t f_t(y_t) would make r(a) + r(b) = r(a with b's 2nd token) + r(b with a's 2nd token)
+    env = SequenceBandit(vocab=2, length=2, reward="prefix", target_seed=0)
+    t0, t1 = env.target.tolist()
+    y = lambda a, b: torch.tensor([[a, b]])  # noqa: E731
+    r = lambda a, b: float(env.reward(None, y(a, b), ones(y(a, b))))  # noqa: E731
+    assert r(t0, t1) + r(1 - t0, 1 - t1) != r(t0, 1 - t1) + r(1 - t0, t1)  # 1 + 0 vs 0.5 + 0
+    every = torch.tensor([[a, b] for a in range(2) for b in range(2)])
+    rs = {k: SequenceBandit(2, 2, k, target_seed=0).reward(None, every, ones(every)) for k in REWARD_KINDS}
+    assert bool((rs["all-or-nothing"] <= rs["prefix"]).all()) and bool((rs["prefix"] <= rs["count"]).all())
 
 
-@pytest.mark.parametrize("reward", ["count", "all-or-nothing"])
-def test_exact_gradient_matches_softmax_closed_form(reward):
-    torch.manual_seed(1)
-    env = SequenceBandit(vocab=5, length=3, reward=reward, target_seed=2)
-    pol = TabularPolicy(5, 3, init_scale=1.0)
-    pi = torch.softmax(pol.logits[0].detach().double(), -1)  # [T, V]
-    onehot = torch.nn.functional.one_hot(env.target, 5).double()
-    hit = pi.gather(-1, env.target[:, None])  # pi_t(y*_t), [T, 1]
-    if reward == "count":
-        closed = hit * (onehot - pi) / 3
-        j = float(hit.mean())
-    else:
-        j = float(hit.prod())
-        closed = j * (onehot - pi)
-    assert exact_expected_reward(env, pol) == pytest.approx(j, rel=1e-12)
-    g = exact_policy_gradient(env, pol)["logits"][0]
-    torch.testing.assert_close(g, closed, rtol=1e-10, atol=1e-14)
-
-
-def test_exact_gradient_of_contextual_and_autoregressive_policy_by_finite_differences():
-    # central differences in float64 with step 1e-5: truncation error O(h^2) ~ 1e-10
-    torch.manual_seed(0)
-    env = ContextualSequenceBandit(vocab=3, length=3, contexts=2)
-    pol = AutoregressivePolicy(3, 3, 2, hidden=4)
-    grads = exact_policy_gradient(env, pol)
-    pold = pol.double()
-    h = 1e-5
-    w = pold.w_h.weight
-    for idx in [(0, 0), (1, 2), (3, 1)]:
-        with torch.no_grad():
-            w[idx] += h
-        jp = exact_expected_reward(env, pold)
-        with torch.no_grad():
-            w[idx] -= 2 * h
-        jm = exact_expected_reward(env, pold)
-        with torch.no_grad():
-            w[idx] += h
-        assert grads["w_h.weight"][idx].item() == pytest.approx((jp - jm) / (2 * h), abs=1e-8)
-
-
-def test_supports_oracle():
-    assert supports_oracle(SequenceBandit(8, 4))
-    assert not supports_oracle(SequenceBandit(16, 8))
-    with pytest.raises(ValueError, match="enumeration"):
-        exact_expected_reward(SequenceBandit(16, 8), TabularPolicy(16, 8))
+def test_prefix_reward_with_flip_noise_has_the_affine_mean():
+    env = SequenceBandit(vocab=2, length=2, reward="prefix", noise="flip", noise_scale=0.25, target_seed=0)
+    assert env.reward_affine() == (0.25, 0.5)
+    half = torch.tensor([[env.target[0].item(), 1 - env.target[1].item()]])  # clean reward 1/2
+    assert float(env.mean_reward(None, half, ones(half))) == pytest.approx(0.25 + 0.5 * 0.5, rel=1e-15)
+    assert SequenceBandit(noise="gaussian", noise_scale=0.3).reward_affine() == (0.0, 1.0)
