@@ -24,6 +24,7 @@ ENVS: dict[str, str] = {
     "seq-bandit": "rl.envs.bandits:SequenceBandit",
     "contextual-bandit": "rl.envs.bandits:ContextualSequenceBandit",
     "tiny-lm": "rl.envs.addition:AdditionEnv",
+    "tiny-lm-scratchpad": "rl.envs.scratchpad:ScratchpadAdditionEnv",
 }
 
 
