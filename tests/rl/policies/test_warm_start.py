@@ -101,8 +101,8 @@ def test_label_smoothed_sft_loss_equals_torch_cross_entropy():
     targets[1, 3:] = 13
     logits = pol.model(torch.cat([prompts, targets[:, :-1]], dim=1))[:, 4:]  # positions predicting the answer
     for eps in (0.0, 0.1, 0.5):
-        want = F.cross_entropy(logits[mask], targets[mask], label_smoothing=eps)
-        got = warm.sft_loss(pol, prompts, targets, mask, eps)
+        want = F.cross_entropy(logits[mask], targets[mask], label_smoothing=eps).detach()
+        got = warm.sft_loss(pol, prompts, targets, mask, eps).detach()
         assert float(got) == pytest.approx(float(want), rel=1e-6)
     with pytest.raises(ValueError, match="answer_log_table"):
         warm.sft_loss(torch.nn.Identity(), prompts, targets, mask, 0.1)
