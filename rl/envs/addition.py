@@ -29,7 +29,7 @@ import torch
 from rl.envs.base import Env
 from rl.policies.base import Policy
 from rl.policies.tiny_lm import TinyLMConfig, TinyLMPolicy
-from rl.policies.warm_start import sft, warm_start
+from rl.policies.warm_start import check_spec, sft, warm_start
 
 __all__ = [
     "VOCAB",
@@ -193,9 +193,7 @@ class WarmStartConfig:
             raise ValueError(f"model.vocab_size must be {VOCAB_SIZE} for the addition task")
         if self.model.pos == "learned" and self.model.max_seq_len < 3 * self.n_digits + 4:
             raise ValueError("model.max_seq_len is too short for prompt + answer")
-        for name in ("batch_size", "max_steps", "eval_every", "eval_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_spec(self)
 
     @property
     def max_new_tokens(self) -> int:

@@ -63,7 +63,7 @@ from rl.envs.addition import EOS, PAD, VOCAB, VOCAB_SIZE
 from rl.envs.base import Env
 from rl.policies.base import Policy
 from rl.policies.tiny_lm import TinyLMConfig, TinyLMPolicy
-from rl.policies.warm_start import warm_start
+from rl.policies.warm_start import check_spec, warm_start
 
 __all__ = ["ScratchpadWarmStart", "ScratchpadAdditionEnv", "QUICK_SCRATCHPAD", "encode_prompts", "answers",
            "score", "EVAL_SEED"]
@@ -169,13 +169,7 @@ class ScratchpadWarmStart:
             raise ValueError(f"model.vocab_size must be {VOCAB_SIZE} for the scratchpad task")
         if self.model.pos == "learned" and self.model.max_seq_len < 4 * self.n_digits + 2:
             raise ValueError("model.max_seq_len is too short for prompt + answer")
-        for name in ("batch_size", "max_steps", "eval_every", "eval_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 <= self.decay_steps <= self.max_steps:
-            raise ValueError(f"decay_steps must be in [0, max_steps], got {self.decay_steps}")
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        check_spec(self)
 
     @property
     def max_new_tokens(self) -> int:

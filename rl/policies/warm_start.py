@@ -45,7 +45,7 @@ import torch
 from rl._io import atomic_save
 from rl.policies.base import Policy
 
-__all__ = ["WarmStartSpec", "PROCEDURE_VERSION", "cache_key", "default_cache_dir", "success_rate", "warm_start",
+__all__ = ["WarmStartSpec", "PROCEDURE_VERSION", "check_spec", "cache_key", "default_cache_dir", "success_rate", "warm_start",
            "sft", "sft_loss", "lr_factor"]
 
 # Bumped whenever the training procedure changes, so old cache entries are not reused.
@@ -68,6 +68,7 @@ class WarmStartSpec(Protocol):
     decay_steps: int
     label_smoothing: float
     eval_every: int
+    eval_size: int
     target_success: float | None
 
     def to_dict(self) -> dict[str, Any]: ...
@@ -84,6 +85,17 @@ class WarmStartSpec(Protocol):
 
     def score(self, prompts: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Exact-match reward [B] (1.0 for a correct answer, else 0.0)."""
+
+
+def check_spec(spec: WarmStartSpec) -> None:
+    """ValueError naming the first bad SFT setting of a task's recipe (the tasks' configs call it)."""
+    for name in ("batch_size", "max_steps", "eval_every", "eval_size"):
+        if getattr(spec, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(spec, name)}")
+    if not 0 <= spec.decay_steps <= spec.max_steps:
+        raise ValueError(f"decay_steps must be in [0, max_steps], got {spec.decay_steps}")
+    if not 0 <= spec.label_smoothing < 1:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {spec.label_smoothing}")
 
 
 def cache_key(spec: WarmStartSpec) -> str:
