@@ -51,7 +51,7 @@ from rl._io import atomic_save, atomic_write_text
 from rl._json import jsonable
 from rl.advantages import group_advantages
 from rl.envs import make_env
-from rl.envs.base import Env
+from rl.envs.base import Env, ExactObjective
 from rl.envs.oracle import exact_expected_reward, supports_oracle
 from rl.losses import LearnablePowerMean, LossConfig, loss_from_config
 from rl.optim import MuonClip, find_attention_modules, muon_with_adamw
@@ -59,9 +59,14 @@ from rl.policies.base import Policy, Rollout, check_rollout
 
 __all__ = ["TrainConfig", "TrainHooks", "TrainResult", "RunState", "Batch", "UpdateStats", "Scoring",
            "train", "collect", "update", "record", "scoring", "build_loss", "build_optimizer",
-           "OPTIMIZERS", "DEFAULT_LR", "OLD_LOGP_SOURCES", "ENTROPY_SOURCES"]
+           "OPTIMIZERS", "DEFAULT_LR", "OLD_LOGP_SOURCES", "ENTROPY_SOURCES", "SAMPLER_DTYPES", "P_SCHEDULES",
+           "scheduled_p", "log_ratio_spread", "exact_metrics"]
 
-OPTIMIZERS = ("adamw", "muon", "muonclip")
+OPTIMIZERS = ("adamw", "sgd", "muon", "muonclip")
+# the precision a rollout may be sampled in (``sampler_dtype``); None: the policy itself samples
+SAMPLER_DTYPES: dict[str, torch.dtype | None] = {"float32": None, "bfloat16": torch.bfloat16,
+                                                 "float16": torch.float16}
+P_SCHEDULES = ("linear",)
 DEFAULT_LR = 0.05  # for the bandits' small policies; an environment may set ``default_lr``
 METRICS_FILE, CHECKPOINT_FILE, CONFIG_FILE, SUMMARY_FILE, POLICY_FILE = (
     "metrics.jsonl", "checkpoint.pt", "config.json", "summary.json", "policy.pt")
@@ -83,7 +88,10 @@ class TrainConfig:
     Schedule: ``steps``, ``seed``, ``prompts_per_step`` (n), ``group_size`` (G; batch B = n G),
     ``epochs`` (E), ``minibatches`` (M), ``policy_lag`` (k), ``temperature`` (sampling).
     Optimizer: ``optimizer`` in OPTIMIZERS, ``lr`` (None: the environment's ``default_lr`` or
-    DEFAULT_LR), ``weight_decay``, ``betas`` (AdamW), ``muon_momentum``, ``muonclip_tau``,
+    DEFAULT_LR), ``weight_decay``, ``betas`` (AdamW), ``sgd_momentum`` (plain SGD's heavy-ball
+    momentum, 0 = none: w <- w - lr g, no per-weight scaling, so the scale differences between
+    the means' gradients reach the weights, where Adam's sign-like steps erase them),
+    ``muon_momentum``, ``muonclip_tau``,
     ``grad_clip`` (max global norm; None disables), ``warmup_steps`` (linear learning-rate
     warm-up: step k trains at ``lr * min(1, k / warmup_steps)``; 0 = none. Adam's first updates
     move every weight by about ``lr`` whatever the gradient's scale; a warm-up spreads them out.
@@ -105,6 +113,18 @@ class TrainConfig:
     Temperature: sampling draws from softmax(logits / temperature) and every scoring pass
     (old, new, reference log-probs, entropy) uses the same temperature, so the importance
     ratios compare one tempered distribution with itself.
+    Exponent schedule: ``p_schedule`` ("linear", p_start, p_end) anneals p linearly over the
+    run's steps (HolderPO, arXiv 2605.12058: e.g. from 2 down to -1), p_t = p_start + (p_end -
+    p_start) (t - 1) / (steps - 1) at step t (see :func:`scheduled_p`); it replaces ``p``, needs a
+    sequence-level loss, and passes through p = 0 continuously (rl.losses uses meantheory's
+    series there, not a switch to the geometric mean). The p in force is logged every step.
+    Training-inference mismatch (every environment): ``sampler_dtype`` in SAMPLER_DTYPES samples
+    each rollout from a copy of the behaviour policy cast to that precision while the loss runs
+    in float32; with ``recompute_old_logp=False`` the sampler's own log-probs are ``old_logp``
+    (the gap between a vLLM sampler and the trainer), with True the recomputed float32 ones (the
+    control). ``old_logp_noise`` tau > 0 adds i.i.d. N(0, tau^2) noise to each token's behaviour
+    log-prob as the loss sees it (a synthetic mismatch; drawn from the run's generator, so resume
+    stays exact; the KL metric uses the noiseless ones).
     """
 
     env: str = "seq-bandit"
@@ -141,6 +161,16 @@ class TrainConfig:
     learnable_p: bool = False
     p_range: tuple[float, float] = (-2.0, 2.0)
     p_lr: float | None = None
+    p_schedule: tuple[str, float, float] | None = None
+    sgd_momentum: float = 0.0
+    sampler_dtype: str = "float32"
+    old_logp_noise: float = 0.0
+
+    def __post_init__(self) -> None:
+        # a study or a JSON file hands sequences as lists; the config compares equal to its saved self
+        for name in ("betas", "p_range", "p_schedule"):
+            if isinstance(getattr(self, name), list):
+                setattr(self, name, tuple(getattr(self, name)))
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field."""
@@ -156,7 +186,7 @@ class TrainConfig:
                              f"{self.prompts_per_step} x {self.group_size}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"TrainConfig.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        for name in ("eps_low", "temperature", "weight_decay", "muonclip_tau"):
+        for name in ("eps_low", "temperature", "weight_decay", "muonclip_tau", "sgd_momentum", "old_logp_noise"):
             v = getattr(self, name)
             if not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
                 raise ValueError(f"TrainConfig.{name} must be a finite number >= 0, got {v!r}")
@@ -170,6 +200,11 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.grad_clip must be None or > 0, got {self.grad_clip}")
         if isinstance(self.p, float) and math.isnan(self.p):
             raise ValueError("TrainConfig.p is NaN")
+        if self.sampler_dtype not in SAMPLER_DTYPES:
+            raise ValueError(f"TrainConfig.sampler_dtype must be one of {tuple(SAMPLER_DTYPES)}, "
+                             f"got {self.sampler_dtype!r}")
+        if self.p_schedule is not None:
+            self._validate_p_schedule()
         if self.learnable_p:
             pr = self.p_range
             if not (isinstance(pr, tuple | list) and len(pr) == 2
@@ -185,13 +220,28 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.p_lr must be None or > 0, got {self.p_lr}")
         self._validate_loss()
 
+    def _validate_p_schedule(self) -> None:
+        ps = self.p_schedule
+        if not (isinstance(ps, tuple | list) and len(ps) == 3 and ps[0] in P_SCHEDULES
+                and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in ps[1:])):
+            raise ValueError(f"TrainConfig.p_schedule must be (kind, p_start, p_end) with kind in {P_SCHEDULES} "
+                             f"and finite ends, got {ps!r}")
+        if self.learnable_p:
+            raise ValueError("TrainConfig.p_schedule and learnable_p exclude each other: p is either "
+                             "scheduled or learned")
+        if self.level not in ("sequence", "sequence-token"):
+            raise ValueError(f"TrainConfig.p_schedule needs a sequence-level loss ('sequence' or "
+                             f"'sequence-token'); level {self.level!r} has no p to schedule")
+
     def _validate_loss(self) -> None:
         """The loss settings fail here, before any training, rather than at the first minibatch."""
         supplied = sorted(set(TRAINER_SUPPLIED_LOSS_OPTIONS) & set(self.loss_options))
         if supplied:
             raise ValueError(f"TrainConfig.loss_options must not set {supplied}: the trainer supplies them")
+        ends = (self.p_schedule[1], self.p_schedule[2]) if self.p_schedule is not None else (self.p,)
         try:
-            build_loss(self, self.p)
+            for p in ends:
+                build_loss(self, p)
         except ValueError as exc:
             raise ValueError(f"TrainConfig loss settings (level, p, eps_low, eps_high, agg, loss_options): "
                              f"{exc}") from exc
@@ -210,6 +260,7 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         d["betas"] = list(self.betas)
         d["p_range"] = list(self.p_range)
+        d["p_schedule"] = list(self.p_schedule) if self.p_schedule is not None else None
         return d
 
     @classmethod
@@ -219,8 +270,8 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown TrainConfig fields {unknown}")
         d = dict(d)
-        for k in ("betas", "p_range"):
-            if k in d:
+        for k in ("betas", "p_range", "p_schedule"):
+            if d.get(k) is not None:
                 d[k] = tuple(d[k])
         return cls(**d)
 
@@ -288,7 +339,8 @@ def build_loss(cfg: TrainConfig, p: float | torch.nn.Module) -> LossFn:
 # ---- optimizers ---------------------------------------------------------------------------------------
 
 def build_optimizer(policy: Policy, cfg: TrainConfig, lr: float):
-    """AdamW; Muon (torch.optim.Muon on 2-D weights, AdamW on the rest); or MuonClip.
+    """AdamW; plain SGD (``sgd_momentum``, ``weight_decay``); Muon (torch.optim.Muon on 2-D
+    weights, AdamW on the rest); or MuonClip.
 
     Muon is rl.optim.muon_with_adamw: embedding tables and an untied ``lm_head`` go to AdamW, as
     Muon's authors advise (Jordan et al. 2024), and ``adjust_lr_fn="match_rms_adamw"`` (Liu et al.
@@ -301,6 +353,8 @@ def build_optimizer(policy: Policy, cfg: TrainConfig, lr: float):
         raise ValueError("the policy has no trainable parameters")
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.sgd_momentum, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "muonclip" and not find_attention_modules(policy)[0]:
         raise ValueError(f"optimizer 'muonclip' needs attention modules named q_proj and k_proj; "
                          f"policy {type(policy).__name__} has none (use 'muon' or 'adamw')")
@@ -315,6 +369,17 @@ def build_optimizer(policy: Policy, cfg: TrainConfig, lr: float):
 def warmup_factor(step: int, warmup_steps: int) -> float:
     """Linear warm-up: ``min(1, step / warmup_steps)`` for the 1-based RL step (1 without warm-up)."""
     return 1.0 if warmup_steps <= 0 else min(1.0, step / warmup_steps)
+
+
+def scheduled_p(cfg: TrainConfig, step: int) -> float:
+    """The fixed or scheduled exponent at the 1-based ``step``: ``cfg.p`` without a schedule;
+    for ("linear", a, b), p = a + (b - a) (step - 1) / (steps - 1) (a at step 1, b at the last
+    step; a for a one-step run). Depends on the step alone, so resume needs no extra state."""
+    if cfg.p_schedule is None:
+        return float(cfg.p)
+    _, a, b = cfg.p_schedule
+    frac = (step - 1) / (cfg.steps - 1) if cfg.steps > 1 else 0.0
+    return float(a + (b - a) * min(max(frac, 0.0), 1.0))
 
 
 def _trainable(module: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -333,16 +398,21 @@ class RunState:
 
     ``behaviour`` samples the answers: ``policy`` itself at lag 0, else a frozen copy loaded
     with ``snapshots[0]``, the policy's weights k steps ago (the deque holds the last k + 1).
+    ``sampler`` (only with a ``sampler_dtype`` other than float32) is a frozen copy in that
+    precision, loaded with the behaviour policy's weights before each rollout; it holds no state
+    of its own, so a checkpoint leaves it out.
     ``ref_policy`` is a frozen copy of the initial policy (only with a KL penalty). ``generator``
     makes every random draw of the loop. ``lr`` is the base learning rate, before the warm-up
     factor. The counters: ``step`` (steps done), ``samples_seen``, ``skipped_total`` and
     ``consecutive`` (skipped updates, all and in a row: the non-finite guard's count),
-    ``elapsed`` (training seconds up to ``step``), ``exact_init`` (J of the initial policy).
+    ``elapsed`` (training seconds up to ``step``), ``exact_init`` (the exact metrics of the initial
+    policy, :func:`exact_metrics`; None where the environment has none).
     """
 
     env: Env
     policy: Policy
     behaviour: Policy
+    sampler: Policy | None
     snapshots: collections.deque
     ref_policy: Policy | None
     optimizer: Any
@@ -355,7 +425,7 @@ class RunState:
     skipped_total: int = 0
     consecutive: int = 0
     elapsed: float = 0.0
-    exact_init: float | None = None
+    exact_init: dict[str, float] | None = None
 
     @classmethod
     def create(cls, cfg: TrainConfig, env: Env) -> RunState:
@@ -380,9 +450,11 @@ class RunState:
             env=env, policy=policy,
             ref_policy=copy.deepcopy(policy).requires_grad_(False) if cfg.kl_coef > 0 else None,
             behaviour=copy.deepcopy(policy).requires_grad_(False) if cfg.policy_lag > 0 else policy,
+            sampler=(copy.deepcopy(policy).to(SAMPLER_DTYPES[cfg.sampler_dtype]).requires_grad_(False)
+                     if SAMPLER_DTYPES[cfg.sampler_dtype] is not None else None),
             snapshots=collections.deque(maxlen=cfg.policy_lag + 1),
             optimizer=optimizer, p_module=p_module, p_optimizer=p_optimizer, generator=generator, lr=lr,
-            exact_init=exact_expected_reward(env, policy) if supports_oracle(env) else None,
+            exact_init=exact_metrics(env, policy),
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -415,9 +487,12 @@ class RunState:
         self.step, self.skipped_total, self.consecutive = state["step"], state["skipped_total"], state["consecutive"]
         self.samples_seen, self.elapsed, self.exact_init = state["samples_seen"], state["elapsed"], state["exact_init"]
 
-    def current_p(self, cfg: TrainConfig) -> float:
-        """The exponent in force: the learnable p's value, else ``cfg.p``."""
-        return float(self.p_module.p[0].detach()) if self.p_module is not None else float(cfg.p)
+    def current_p(self, cfg: TrainConfig, step: int | None = None) -> float:
+        """The exponent in force at ``step`` (default: the last step done): the learnable p's
+        value, else :func:`scheduled_p`."""
+        if self.p_module is not None:
+            return float(self.p_module.p[0].detach())
+        return scheduled_p(cfg, self.step if step is None else step)
 
 
 # ---- where old log-probs and the entropy metric come from -------------------------------------------------
@@ -490,7 +565,9 @@ class Batch:
     and ``advantages`` [B]; ``old_logp`` [B, T], the behaviour policy's log-probs (None when the
     first update pass supplies them); ``ref_logp`` [B, T] of the reference policy (None without
     a KL penalty); ``entropy`` [B, T], the current policy's per-token entropy before the updates
-    (None when the first update pass supplies it).
+    (None when the first update pass supplies it); ``old_logp_noise`` [B, T], the synthetic
+    mismatch added to ``old_logp`` where the loss sees it (0 on padding; None without
+    ``old_logp_noise``).
     """
 
     prompts: torch.Tensor | None
@@ -500,6 +577,7 @@ class Batch:
     old_logp: torch.Tensor | None
     ref_logp: torch.Tensor | None
     entropy: torch.Tensor | None
+    old_logp_noise: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -507,17 +585,23 @@ class Batch:
 
 
 def collect(cfg: TrainConfig, state: RunState, plan: Scoring) -> Batch:
-    """Steps 1-5: prompts, the behaviour policy's answers, rewards, group advantages, and the
-    old (and reference) log-probs and the entropy metric as ``plan`` says."""
+    """Steps 1-5: prompts, the behaviour policy's answers (sampled by its reduced-precision copy
+    when ``sampler_dtype`` asks for one), rewards, group advantages, the old (and reference)
+    log-probs and the entropy metric as ``plan`` says, and the synthetic old-logp noise."""
     if cfg.policy_lag > 0:  # snapshots[0] holds the weights of k steps ago (or the initial ones)
         state.snapshots.append(_clone_state(state.policy))
         state.behaviour.load_state_dict(state.snapshots[0])
+    sampler = state.behaviour
+    if state.sampler is not None:  # load_state_dict casts the float32 weights to the sampler's dtype
+        state.sampler.load_state_dict(state.behaviour.state_dict())
+        sampler = state.sampler
     prompts = state.env.sample_prompts(cfg.prompts_per_step, state.generator)
     if prompts is not None:
         prompts = prompts.repeat_interleave(cfg.group_size, dim=0)
     with torch.no_grad():
-        rollout = state.behaviour.sample(prompts, state.generator, temperature=cfg.temperature)
+        rollout = sampler.sample(prompts, state.generator, temperature=cfg.temperature)
     check_rollout(rollout)
+    rollout = dataclasses.replace(rollout, logp=rollout.logp.float())
     if rollout.batch_size != cfg.prompts_per_step * cfg.group_size:
         raise ValueError(f"policy.sample returned {rollout.batch_size} rows for "
                          f"{cfg.prompts_per_step} x {cfg.group_size} prompts")
@@ -537,7 +621,11 @@ def collect(cfg: TrainConfig, state: RunState, plan: Scoring) -> Batch:
                     if state.ref_policy is not None else None)
         if plan.entropy == POLICY_PASS:
             entropy = state.policy.entropy(prompts, tokens, mask, temperature=temp)
-    return Batch(prompts, rollout, rewards, advantages, old_logp, ref_logp, entropy)
+    noise = None
+    if cfg.old_logp_noise > 0:
+        noise = torch.randn(tokens.shape, generator=state.generator) * cfg.old_logp_noise
+        noise = torch.where(mask, noise, torch.zeros((), dtype=noise.dtype))
+    return Batch(prompts, rollout, rewards, advantages, old_logp, ref_logp, entropy, noise)
 
 
 # ---- 6: update ------------------------------------------------------------------------------------------
@@ -547,8 +635,10 @@ class UpdateStats:
     """What a step's updates did. ``losses``, ``grad_norms`` (global norm before clipping) and
     ``loss_metrics`` (name -> one value per update) cover the applied updates; ``skipped``
     counts the skipped ones; ``stopped``: the non-finite guard ended the run. ``old_logp`` and
-    ``entropy`` are the old log-probs the loss used and the entropy metric (the batch's, or
-    the first update pass's)."""
+    ``entropy`` are the behaviour policy's log-probs (the batch's, or the first update pass's;
+    the loss saw them plus ``Batch.old_logp_noise``) and the entropy metric.
+    ``log_ratio_spreads``: :func:`log_ratio_spread` of each applied update's minibatch, of the
+    log-ratios the loss saw."""
 
     losses: list[float]
     grad_norms: list[float]
@@ -557,6 +647,7 @@ class UpdateStats:
     stopped: bool
     old_logp: torch.Tensor
     entropy: torch.Tensor | None
+    log_ratio_spreads: list[float] = field(default_factory=list)
 
 
 def _minibatches(cfg: TrainConfig, size: int, generator: torch.Generator) -> Iterator[tuple[int, int, torch.Tensor]]:
@@ -568,20 +659,44 @@ def _minibatches(cfg: TrainConfig, size: int, generator: torch.Generator) -> Ite
             yield epoch, mb, idx
 
 
+def log_ratio_spread(logp: torch.Tensor, old_logp: torch.Tensor, mask: torch.Tensor) -> float | None:
+    """Within-sequence spread of the token log-ratios d_t = logp_t - old_logp_t: the population
+    standard deviation sqrt(mean_t (d_t - mean_t d)^2) over each sequence's masked tokens,
+    averaged over the sequences with at least 2 tokens (None when there is none), in float64.
+
+    It sets how unequally a power mean weighs tokens: the weights softmax(p d) have an
+    effective sample size of about exp(-p^2 sigma^2) for spread sigma (rl.losses'
+    ``token_weight_ess``), so at sigma ~ 0 every p gives the same gradient.
+    """
+    n = mask.sum(-1)
+    keep = n >= 2
+    if not bool(keep.any()):
+        return None
+    d = torch.where(mask, (logp - old_logp).double(), 0.0)
+    mean = d.sum(-1) / n.clamp(min=1)
+    var = torch.where(mask, (d - mean[:, None]) ** 2, 0.0).sum(-1) / n.clamp(min=1)
+    return float(var[keep].sqrt().mean())
+
+
 def update(cfg: TrainConfig, state: RunState, batch: Batch, plan: Scoring, loss_fn: LossFn, hooks: TrainHooks,
            step: int) -> UpdateStats:
     """Step 6: E epochs x M minibatches of ``loss_fn``, each followed by a guarded optimizer step.
 
     An update whose loss or gradient is non-finite is skipped (weights and optimizer state
     untouched); ``cfg.max_nonfinite`` consecutive skips, counted across steps, stop the run.
-    In first-pass mode the first epoch's forward pass also supplies what ``plan`` says.
+    In first-pass mode the first epoch's forward pass also supplies what ``plan`` says. The
+    loss sees the behaviour log-probs plus the batch's synthetic noise; when p is scheduled it is
+    the loss of the step's p (:func:`scheduled_p`), configured once for the step.
     """
     if plan.first_pass and cfg.minibatches != 1:
         raise ValueError("first-pass scoring needs one minibatch per epoch (its first pass must see the whole batch)")
     policy, temp, bonus = state.policy, cfg.temperature, cfg.entropy_coef > 0
     old_logp = batch.old_logp if plan.old_logp != FIRST_PASS else torch.zeros_like(batch.rollout.logp)
-    entropy = batch.entropy
+    entropy, noise = batch.entropy, batch.old_logp_noise
+    if cfg.p_schedule is not None:  # the step's p: one configuration per step, shared by its minibatches
+        loss_fn = build_loss(cfg, scheduled_p(cfg, step))
     losses, grad_norms, loss_metrics, skipped, stopped = [], [], collections.defaultdict(list), 0, False
+    spreads = []
     for epoch, mb, idx in _minibatches(cfg, batch.size, state.generator):
         prompts = batch.prompts[idx] if batch.prompts is not None else None
         tokens, mask = batch.rollout.tokens[idx], batch.rollout.mask[idx]
@@ -595,9 +710,10 @@ def update(cfg: TrainConfig, state: RunState, batch: Batch, plan: Scoring, loss_
         if first_pass and plan.entropy == FIRST_PASS and ent is not None:
             entropy = torch.zeros_like(batch.rollout.logp)
             entropy[idx] = ent.detach()
+        seen_old = old_logp[idx] if noise is None else old_logp[idx] + noise[idx]
         if hooks.minibatch is not None:
-            hooks.minibatch(step, epoch, mb, logp.detach(), old_logp[idx], mask)
-        loss, metrics = loss_fn(logp, old_logp[idx], batch.advantages[idx], mask,
+            hooks.minibatch(step, epoch, mb, logp.detach(), seen_old, mask)
+        loss, metrics = loss_fn(logp, seen_old, batch.advantages[idx], mask,
                                 ref_logp=batch.ref_logp[idx] if batch.ref_logp is not None else None,
                                 entropy=ent if bonus else None)
         if hooks.loss is not None:
@@ -614,10 +730,11 @@ def update(cfg: TrainConfig, state: RunState, batch: Batch, plan: Scoring, loss_
         state.consecutive = 0
         losses.append(float(loss.detach()))
         grad_norms.append(grad_norm)
+        spreads.append(log_ratio_spread(logp.detach(), seen_old, mask))
         for k, v in metrics.items():
             if isinstance(v, int | float | torch.Tensor):
                 loss_metrics[k].append(float(v))
-    return UpdateStats(losses, grad_norms, dict(loss_metrics), skipped, stopped, old_logp, entropy)
+    return UpdateStats(losses, grad_norms, dict(loss_metrics), skipped, stopped, old_logp, entropy, spreads)
 
 
 def _guarded_step(cfg: TrainConfig, state: RunState, loss: torch.Tensor,
@@ -666,15 +783,33 @@ def _mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
+def exact_metrics(env: Env, policy: Policy) -> dict[str, float] | None:
+    """The exact objective of ``policy`` on ``env`` (no sampling noise), or None where none exists.
+
+    An environment with its own (rl.envs.base.ExactObjective; the tiny-LM tasks: J = the mean
+    over a fixed held-out prompt set of pi(correct answer | prompt) by teacher forcing, with the
+    greedy accuracy beside it) is asked; otherwise J by enumeration (rl.envs.oracle) where the
+    answer space is small enough. ``exact_reward`` is J; other keys are logged beside it.
+    """
+    if isinstance(env, ExactObjective):
+        return dict(env.exact_metrics(policy))
+    if supports_oracle(env):
+        return {"exact_reward": exact_expected_reward(env, policy)}
+    return None
+
+
 def record(cfg: TrainConfig, state: RunState, step: int, batch: Batch, stats: UpdateStats, *, lr: float,
-           exact: float | None, kl: float | None, time_s: float, elapsed_s: float) -> dict[str, Any]:
+           exact: dict[str, float] | None, kl: float | None, time_s: float, elapsed_s: float) -> dict[str, Any]:
     """The step's metrics row (strict JSON values), as metrics.jsonl and the studies know it.
 
     Rewards, loss and gradient norm (means over the applied updates), KL(old || new) after the
     updates, the pre-update entropy, answer lengths, update counts, the lag, the learning rate
-    and the p in force, the step's and the run's seconds; when available the largest gap
-    between the sampler's and the recomputed old log-probs, the exact expected reward J before
-    the updates, the loss's metrics (``loss/...``) and MuonClip's (``qk/...``).
+    and the p in force, the within-sequence log-ratio spread the loss saw (mean over the
+    updates, :func:`log_ratio_spread`), the step's and the run's seconds; when available the
+    largest gap between the sampler's and the recomputed old log-probs, the exact metrics before
+    the updates (``exact_reward`` = J, and e.g. ``greedy_accuracy``; :func:`exact_metrics`), the
+    loss's metrics (``loss/...``: ``loss/token_weight_ess``, ``loss/clip_frac_low`` ...) and
+    MuonClip's (``qk/...``).
     """
     rewards, mask, entropy = batch.rewards, batch.rollout.mask, stats.entropy
     lengths = mask.sum(-1).float()
@@ -688,14 +823,15 @@ def record(cfg: TrainConfig, state: RunState, step: int, batch: Batch, stats: Up
         "entropy": float(entropy[mask].mean()) if entropy is not None and bool(mask.any()) else None,
         "len_mean": float(lengths.mean()), "len_min": float(lengths.min()), "len_max": float(lengths.max()),
         "updates": len(stats.losses), "skipped": stats.skipped, "skipped_total": state.skipped_total,
-        "policy_lag": cfg.policy_lag, "lr": lr, "p": state.current_p(cfg),
+        "policy_lag": cfg.policy_lag, "lr": lr, "p": state.current_p(cfg, step),
+        "log_ratio_spread": _mean(stats.log_ratio_spreads),
         "time_s": time_s, "elapsed_s": elapsed_s,
     }
     if cfg.recompute_old_logp and bool(mask.any()):
         # the sampler's log-probs against the teacher-forced ones of the same policy
         rec["sampler_logp_gap"] = float((batch.rollout.logp - stats.old_logp)[mask].abs().max())
     if exact is not None:
-        rec["exact_reward"] = exact
+        rec.update(exact)
     for k, v in stats.loss_metrics.items():
         rec[f"loss/{k}"] = _mean(v)
     if isinstance(state.optimizer, MuonClip):  # the largest QK logit and the clipped heads
@@ -705,10 +841,11 @@ def record(cfg: TrainConfig, state: RunState, step: int, batch: Batch, stats: Up
 
 
 def summarize(cfg: TrainConfig, state: RunState, records: list[dict], stop_reason: str, *,
-              exact_final: float | None, steps_this_call: int, seconds_this_call: float) -> dict[str, Any]:
+              exact_final: dict[str, float] | None, steps_this_call: int, seconds_this_call: float) -> dict[str, Any]:
     """The run's summary (summary.json): configuration highlights, first and last rewards (single
-    steps and means over up to 10), exact rewards, skips, time; ``message`` for a stopped run and
-    ``p_final`` for a learnable p."""
+    steps and means over up to 10), the exact metrics at the start and the end (``exact_reward_init``,
+    ``exact_reward_final``, and ``<key>_init``/``<key>_final`` for every other exact metric), skips,
+    time; ``message`` for a stopped run and ``p_final`` for a learnable or scheduled p."""
     first, last = (records[0], records[-1]) if records else ({}, {})
     k = min(10, len(records))
     summary = {
@@ -719,13 +856,16 @@ def summarize(cfg: TrainConfig, state: RunState, records: list[dict], stop_reaso
         "reward_last10": _mean([r["reward_mean"] for r in records[-k:]]) if k else None,
         "samples": last.get("samples", 0), "elapsed_s": state.elapsed,
         "steps_per_s": steps_this_call / seconds_this_call if seconds_this_call > 0 else None,
-        "exact_reward_init": state.exact_init, "exact_reward_final": exact_final,
+        "exact_reward_init": None, "exact_reward_final": None,
     }
+    for when, values in (("init", state.exact_init), ("final", exact_final)):
+        for k, v in (values or {}).items():
+            summary[f"{k}_{when}"] = v
     if stop_reason == "nonfinite":
         summary["message"] = (f"stopped at step {state.step}: {cfg.max_nonfinite} consecutive updates had a "
                               f"non-finite loss or gradient; {len(records)} step records and the last finite "
                               f"weights are kept")
-    if state.p_module is not None:
+    if state.p_module is not None or cfg.p_schedule is not None:
         summary["p_final"] = state.current_p(cfg)
     return summary
 
@@ -838,7 +978,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike | None = None, *, resume: boo
     state = RunState.create(cfg, env)
     records = files.begin(cfg, state, resume)
     plan, loss_fn = scoring(cfg), build_loss(cfg, state.p_module if state.p_module is not None else cfg.p)
-    oracle, stop_reason = supports_oracle(env), "completed"
+    stop_reason = "completed"
     start_step, elapsed_before, t_run = state.step, state.elapsed, time.perf_counter()
     with _progress(progress, cfg.env, cfg.steps, start_step) as advance:
         for step in range(start_step + 1, cfg.steps + 1):
@@ -846,7 +986,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike | None = None, *, resume: boo
             lr = state.lr * warmup_factor(step, cfg.warmup_steps)
             for group in state.optimizer.param_groups:
                 group["lr"] = lr
-            exact = exact_expected_reward(env, state.policy) if oracle and _due(cfg.exact_every, step) else None
+            exact = exact_metrics(env, state.policy) if _due(cfg.exact_every, step) else None
             batch = collect(cfg, state, plan)
             stats = update(cfg, state, batch, plan, loss_fn, hooks, step)
             if hooks.batch is not None:
@@ -872,7 +1012,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike | None = None, *, resume: boo
     if stop_reason == "completed":
         files.checkpoint(cfg, state)
     summary = summarize(cfg, state, records, stop_reason,
-                        exact_final=exact_expected_reward(env, state.policy) if oracle else None,
+                        exact_final=exact_metrics(env, state.policy),
                         steps_this_call=state.step - start_step, seconds_this_call=time.perf_counter() - t_run)
     files.finish(state.policy, summary)
     return TrainResult(cfg, records, state.policy, env, state.step, state.skipped_total, stop_reason, summary,

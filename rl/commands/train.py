@@ -41,7 +41,7 @@ def _key_value(s: str) -> tuple[str, object]:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from rl.trainer import OPTIMIZERS, TrainConfig
+    from rl.trainer import OPTIMIZERS, P_SCHEDULES, SAMPLER_DTYPES, TrainConfig
 
     d = TrainConfig()
     a = parser.add_argument
@@ -68,6 +68,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
       help=f"sample with the policy of k steps ago (default {d.policy_lag})")
     a("--temperature", type=_float, default=d.temperature, help=f"sampling temperature (default {d.temperature})")
     a("--optimizer", choices=OPTIMIZERS, default=d.optimizer, help=f"optimizer (default {d.optimizer})")
+    a("--sgd-momentum", type=_float, default=d.sgd_momentum,
+      help=f"heavy-ball momentum of --optimizer sgd (default {d.sgd_momentum})")
+    a("--p-schedule", nargs=3, default=None, metavar=("KIND", "P_START", "P_END"),
+      help=f"anneal p over the run's steps instead of a fixed --p, KIND in {P_SCHEDULES} "
+           "(HolderPO: linear 2 -1)")
+    a("--sampler-dtype", choices=list(SAMPLER_DTYPES), default=d.sampler_dtype,
+      help=f"sample rollouts from a copy of the policy in this precision (default {d.sampler_dtype})")
+    a("--no-recompute-old-logp", action="store_true",
+      help="use the sampler's own log-probs as old_logp instead of a float32 teacher-forced pass")
+    a("--old-logp-noise", type=_float, default=d.old_logp_noise,
+      help=f"sd tau of N(0, tau^2) noise added to each behaviour log-prob the loss sees (default {d.old_logp_noise})")
     a("--lr", type=_float, default=None, help="learning rate (default: the environment's, else 0.05)")
     a("--weight-decay", type=_float, default=d.weight_decay, help=f"weight decay (default {d.weight_decay})")
     a("--grad-clip", type=_float, default=d.grad_clip, help=f"max gradient norm, 0 disables (default {d.grad_clip})")
@@ -104,6 +115,13 @@ def _config(args: argparse.Namespace):
     policy_kwargs = dict(args.policy_opt)
     if args.policy is not None:
         policy_kwargs["kind"] = args.policy
+    p_schedule = None
+    if args.p_schedule is not None:
+        kind, *ends = args.p_schedule
+        try:
+            p_schedule = (kind, *(float(v) for v in ends))
+        except ValueError:
+            raise ValueError(f"--p-schedule needs KIND P_START P_END with numbers, got {args.p_schedule}") from None
     return TrainConfig(
         env=args.env, env_kwargs=dict(args.env_opt), policy_kwargs=policy_kwargs,
         level=args.level, p=args.p, eps_low=args.eps_low, eps_high=args.eps_high, agg=args.agg,
@@ -114,7 +132,9 @@ def _config(args: argparse.Namespace):
         grad_clip=args.grad_clip if args.grad_clip else None, max_nonfinite=args.max_nonfinite,
         checkpoint_every=args.checkpoint_every, exact_every=0 if args.no_exact else args.exact_every,
         kl_every=args.kl_every, warmup_steps=args.warmup_steps, learnable_p=args.learnable_p,
-        p_range=tuple(args.p_range), p_lr=args.p_lr,
+        p_range=tuple(args.p_range), p_lr=args.p_lr, p_schedule=p_schedule, sgd_momentum=args.sgd_momentum,
+        sampler_dtype=args.sampler_dtype, recompute_old_logp=not args.no_recompute_old_logp,
+        old_logp_noise=args.old_logp_noise,
     )
 
 
@@ -159,8 +179,12 @@ def run(args: argparse.Namespace) -> int:
         ]
         if s.get("exact_reward_init") is not None:
             rows.append(("exact expected reward", f"{_fmt(s['exact_reward_init'])} -> {_fmt(s['exact_reward_final'])}"))
+        if s.get("greedy_accuracy_init") is not None:
+            rows.append(("greedy accuracy", f"{_fmt(s['greedy_accuracy_init'])} -> {_fmt(s['greedy_accuracy_final'])}"))
         if s.get("p_final") is not None:
-            rows.append(("learnable p", f"{_fmt(s['p'])} -> {_fmt(s['p_final'])}"))
+            label = "scheduled p" if cfg.p_schedule is not None else "learnable p"
+            start = cfg.p_schedule[1] if cfg.p_schedule is not None else s["p"]
+            rows.append((label, f"{_fmt(start)} -> {_fmt(s['p_final'])}"))
         rows.append(("time", f"{_fmt(s['elapsed_s'])} s, {_fmt(s['steps_per_s'])} steps/s"))
         if args.out is not None:
             rows.append(("output", f"{args.out}/metrics.jsonl, summary.json, checkpoint.pt"))

@@ -14,7 +14,7 @@ from rl.envs.oracle import enumerate_answers, exact_expected_reward, exact_polic
 from rl.envs.base import Env
 
 __all__ = [
-    "ENVS", "make_env", "available_envs", "KArmedBandit", "SequenceBandit", "ContextualSequenceBandit",
+    "ENVS", "WARM_STARTED", "make_env", "available_envs", "KArmedBandit", "SequenceBandit", "ContextualSequenceBandit",
     "enumerate_answers", "exact_expected_reward", "exact_policy_gradient", "supports_oracle",
 ]
 
@@ -24,7 +24,13 @@ ENVS: dict[str, str] = {
     "seq-bandit": "rl.envs.bandits:SequenceBandit",
     "contextual-bandit": "rl.envs.bandits:ContextualSequenceBandit",
     "tiny-lm": "rl.envs.addition:AdditionEnv",
+    "tiny-lm-scratchpad": "rl.envs.scratchpad:ScratchpadAdditionEnv",
 }
+
+
+#: environments whose policies start from a cached SFT warm start (a study builds each distinct
+#: one once before dispatching runs, so parallel workers do not all train it at the same time)
+WARM_STARTED = frozenset({"tiny-lm", "tiny-lm-scratchpad"})
 
 
 def available_envs() -> list[str]:

@@ -11,12 +11,13 @@ Reference: the rollout / reward split follows verl's and TRL's.
 from __future__ import annotations
 
 import abc
+from typing import Protocol, runtime_checkable
 
 import torch
 
 from rl.policies.base import Policy
 
-__all__ = ["Env"]
+__all__ = ["Env", "ExactObjective"]
 
 
 class Env(abc.ABC):
@@ -62,3 +63,16 @@ class Env(abc.ABC):
         """Restore what ``state_dict`` returned."""
         if state:
             raise ValueError(f"{type(self).__name__} is stateless but got state keys {sorted(state)}")
+
+
+@runtime_checkable
+class ExactObjective(Protocol):
+    """An environment that computes its own exact objective (the trainer logs it as it logs the
+    enumeration oracle's J, rl.trainer.exact_metrics).
+
+    ``exact_metrics(policy)`` returns floats without sampling noise: ``exact_reward`` (J, the
+    expected reward of the policy on a fixed prompt set) and any others worth logging beside
+    it (e.g. ``greedy_accuracy``).
+    """
+
+    def exact_metrics(self, policy: Policy) -> dict[str, float]: ...

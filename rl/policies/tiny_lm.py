@@ -135,7 +135,11 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate [B, H, T, d] by the angles in cos/sin [B, 1, T, d]: x cos + rotate_half(x) sin."""
+    """Rotate [B, H, T, d] by the angles in cos/sin [B, 1, T, d]: x cos + rotate_half(x) sin.
+
+    The angles are computed in float32 and rounded to x's dtype, as HF Llama does, so a
+    bfloat16 copy of the model stays in bfloat16 (q and k must share v's dtype)."""
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     return x * cos + _rotate_half(x) * sin
 
 
@@ -485,6 +489,16 @@ class TinyLMPolicy(Policy):
         safe = torch.where(mask, tokens, torch.zeros_like(tokens))
         lp = torch.log_softmax(logits, dim=-1).gather(-1, safe[..., None]).squeeze(-1)
         return torch.where(mask, lp, torch.zeros_like(lp))
+
+    def answer_log_table(
+        self, prompts: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, *, temperature: float = 1.0
+    ) -> torch.Tensor:
+        """log softmax(logits / temperature) over the whole vocabulary at each answer position,
+        [B, T, V], differentiable (one teacher-forced pass; rows where mask is False hold the
+        distribution after a padded prefix and are the caller's to mask). Label-smoothed SFT
+        needs every token's log-prob, not only the target's."""
+        check_lm_inputs("TinyLMPolicy", prompts, tokens, mask)
+        return torch.log_softmax(self._answer_logits(prompts, tokens, mask, check_temperature(temperature)), dim=-1)
 
     def entropy(
         self, prompts: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, *, temperature: float = 1.0

@@ -1,18 +1,28 @@
 """Supervised warm start of a policy on a task (SFT by teacher forcing), trained once and cached.
 
-    loss = - (1 / #answer tokens) * sum over answer tokens of log pi(target_t | prompt, target_<t)
+    loss = - (1 / #answer tokens) * sum over answer tokens of
+           [(1 - eps) log pi(target_t | prompt, target_<t) + (eps / V) sum_v log pi(v | prompt, target_<t)]
 
-on batches of ``batch_size`` problems drawn uniformly, with replacement, from the task's
-training problems, computed through the policy's own ``log_probs``. AdamW with a linear
-warm-up over ``warmup_steps`` steps, then a constant rate; gradients clipped to the global norm
-``grad_clip``. Every ``eval_every`` steps (and at ``max_steps``) the exact-match rate of answers
-*sampled at temperature 1* (the RL reward) on the task's fixed evaluation prompts is measured;
-training stops at the first evaluation that reaches ``target_success``, or after ``max_steps``.
+on batches of ``batch_size`` problems drawn by the task (:meth:`WarmStartSpec.sample_batch`),
+with label smoothing eps = ``label_smoothing`` over the V tokens of the vocabulary (Szegedy et
+al. 2016, "Rethinking the Inception architecture", sec. 7; its optimum puts 1 - eps + eps / V on
+the target token). With eps = 0 this is plain teacher forcing through the policy's own
+``log_probs``; eps > 0 needs the policy's ``answer_log_table`` (rl.policies.tiny_lm). AdamW
+with a linear warm-up over ``warmup_steps`` steps, then a constant rate, decaying linearly to
+0 over the last ``decay_steps`` steps; gradients clipped to the global norm ``grad_clip``.
+Every ``eval_every`` steps (and at ``max_steps``) the exact-match rate of answers *sampled at
+temperature 1* (the RL reward) on the task's fixed evaluation prompts is measured. Training
+runs ``max_steps`` steps, or, only for a spec with a ``target_success`` (the old addition
+warm start), stops at the first evaluation that reaches it. A fixed number of steps is what
+makes a checkpoint reproducible: a stop-when-reached rule turns a small difference in
+arithmetic (another machine) into a different stopping step (issue 13 measured 650 against
+about 1700).
 
 A task hands the loop a :class:`WarmStartSpec`: a frozen config whose ``to_dict()`` determines
-the weights, and which builds the untrained policy, the training problems and their
-teacher-forcing examples, the evaluation prompts and the exact-match score. The addition
-task's is :class:`rl.envs.addition.WarmStartConfig`; a second task brings its own.
+the weights, and which builds the untrained policy, the training batches, the evaluation
+prompts and the exact-match score. The addition task's is
+:class:`rl.envs.addition.WarmStartConfig`, the scratchpad task's
+:class:`rl.envs.scratchpad.ScratchpadWarmStart`.
 
 Cache: ``<cache_dir>/tiny_lm_sft/<key>.pt``, ``key`` the sha256 of the spec's canonical JSON
 and :data:`PROCEDURE_VERSION`, so a spec is trained once; a partial run is checkpointed at
@@ -35,8 +45,8 @@ import torch
 from rl._io import atomic_save
 from rl.policies.base import Policy
 
-__all__ = ["WarmStartSpec", "PROCEDURE_VERSION", "cache_key", "default_cache_dir", "success_rate", "warm_start",
-           "sft"]
+__all__ = ["WarmStartSpec", "PROCEDURE_VERSION", "check_spec", "cache_key", "default_cache_dir", "success_rate", "warm_start",
+           "sft", "sft_loss", "lr_factor"]
 
 # Bumped whenever the training procedure changes, so old cache entries are not reused.
 PROCEDURE_VERSION = 1
@@ -55,25 +65,37 @@ class WarmStartSpec(Protocol):
     grad_clip: float
     warmup_steps: int
     max_steps: int
+    decay_steps: int
+    label_smoothing: float
     eval_every: int
-    target_success: float
+    eval_size: int
+    target_success: float | None
 
     def to_dict(self) -> dict[str, Any]: ...
 
     def new_policy(self) -> Policy:
         """The untrained policy, initialised deterministically from ``seed``."""
 
-    def train_problems(self) -> torch.Tensor:
-        """Ids of the training problems, LongTensor [N]."""
-
-    def examples(self, problems: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(prompts [B, P], target answers [B, T], their bool mask [B, T]) for problem ids [B]."""
+    def sample_batch(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One training batch drawn with ``generator``: (prompts [B, P], target answers [B, T],
+        their bool mask [B, T]), B = ``batch_size``."""
 
     def eval_prompts(self) -> torch.Tensor:
         """The fixed evaluation prompts, LongTensor [E, P]."""
 
     def score(self, prompts: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Exact-match reward [B] (1.0 for a correct answer, else 0.0)."""
+
+
+def check_spec(spec: WarmStartSpec) -> None:
+    """ValueError naming the first bad SFT setting of a task's recipe (the tasks' configs call it)."""
+    for name in ("batch_size", "max_steps", "eval_every", "eval_size"):
+        if getattr(spec, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(spec, name)}")
+    if not 0 <= spec.decay_steps <= spec.max_steps:
+        raise ValueError(f"decay_steps must be in [0, max_steps], got {spec.decay_steps}")
+    if not 0 <= spec.label_smoothing < 1:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {spec.label_smoothing}")
 
 
 def cache_key(spec: WarmStartSpec) -> str:
@@ -100,24 +122,49 @@ def success_rate(policy: Policy, prompts: torch.Tensor, score: Score, *, seed: i
     return float(score(prompts, r.tokens, r.mask).mean())
 
 
+def lr_factor(step: int, spec: WarmStartSpec) -> float:
+    """The learning-rate factor of the 0-based optimizer step: min(1, (step + 1) / warmup_steps)
+    times min(1, (max_steps - step) / decay_steps) (no decay for decay_steps = 0)."""
+    f = min(1.0, (step + 1) / max(1, spec.warmup_steps))
+    if spec.decay_steps > 0:
+        f *= min(1.0, (spec.max_steps - step) / spec.decay_steps)
+    return f
+
+
 def _optimizer(policy: Policy, spec: WarmStartSpec):
-    """AdamW with a linear warm-up of ``warmup_steps`` steps, then a constant rate."""
+    """AdamW with the schedule of :func:`lr_factor`."""
     opt = torch.optim.AdamW(policy.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
-    warm = max(1, spec.warmup_steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, spec))
     return opt, sched
+
+
+def sft_loss(policy: Policy, prompts: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
+             label_smoothing: float = 0.0) -> torch.Tensor:
+    """The teacher-forcing loss of the module docstring, a token mean over ``mask``."""
+    if label_smoothing == 0:
+        return -(policy.log_probs(prompts, targets, mask).sum() / mask.sum())
+    table = getattr(policy, "answer_log_table", None)
+    if table is None:
+        raise ValueError(f"label smoothing needs a policy with answer_log_table; {type(policy).__name__} has none")
+    logt = table(prompts, targets, mask)  # [B, T, V] log pi(. | prompt, target_<t)
+    safe = torch.where(mask, targets, torch.zeros((), dtype=targets.dtype))
+    nll = -logt.gather(-1, safe[..., None]).squeeze(-1)
+    smooth = -logt.mean(-1)
+    per_token = (1 - label_smoothing) * nll + label_smoothing * smooth
+    return torch.where(mask, per_token, 0.0).sum() / mask.sum()
 
 
 def _train(policy: Policy, spec: WarmStartSpec, opt, sched, gen: torch.Generator, state: dict,
            on_eval: Callable[[dict], None]) -> dict:
-    """Teacher forcing (module docstring) from ``state["step"]`` until the last evaluation in
-    ``state["history"]`` reaches the target or ``max_steps``; ``on_eval(state)`` after each one."""
-    problems, eval_prompts = spec.train_problems(), spec.eval_prompts()
+    """Teacher forcing (module docstring) from ``state["step"]`` to ``max_steps``, or until the
+    last evaluation in ``state["history"]`` reaches a spec's ``target_success``;
+    ``on_eval(state)`` after each evaluation."""
+    eval_prompts, target = spec.eval_prompts(), spec.target_success
     history = state["history"]
-    while state["step"] < spec.max_steps and not (history and history[-1]["success"] >= spec.target_success):
-        ids = problems[torch.randint(0, problems.numel(), (spec.batch_size,), generator=gen)]
-        prompts, targets, mask = spec.examples(ids)
-        loss = -(policy.log_probs(prompts, targets, mask).sum() / mask.sum())
+    while state["step"] < spec.max_steps and not (target is not None and history
+                                                  and history[-1]["success"] >= target):
+        prompts, targets, mask = spec.sample_batch(gen)
+        loss = sft_loss(policy, prompts, targets, mask, spec.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if spec.grad_clip > 0:

@@ -99,18 +99,19 @@ def run(config: dict[str, Any], work_dir: Path) -> dict[str, Any]:
 
 
 def prepare(configs: list[dict[str, Any]]) -> None:
-    """Before dispatching runs: build each distinct tiny-LM policy once in this process, so its
+    """Before dispatching runs: build each distinct warm-started policy (rl.envs.WARM_STARTED) once in this process, so its
     cached SFT warm start exists before parallel workers look for it (they would otherwise all
     train it at the same time)."""
+    from rl.envs import WARM_STARTED, make_env
+
     seen: set[str] = set()
     for c in configs:
         cfg = to_train_config(c)
-        if cfg.env != "tiny-lm":
+        if cfg.env not in WARM_STARTED:
             continue
-        key = json.dumps([cfg.env_kwargs, cfg.policy_kwargs], sort_keys=True, default=str)
+        # the seed too: an environment may pick its warm-start checkpoint by seed (tiny-lm-scratchpad)
+        key = json.dumps([cfg.seed, cfg.env_kwargs, cfg.policy_kwargs], sort_keys=True, default=str)
         if key in seen:
             continue
         seen.add(key)
-        from rl.envs import make_env
-
         make_env(cfg.env, seed=cfg.seed, **cfg.env_kwargs).make_policy(**cfg.policy_kwargs)

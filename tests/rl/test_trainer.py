@@ -9,6 +9,7 @@ implementation.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 
@@ -21,7 +22,7 @@ from rl.envs import ContextualSequenceBandit, SequenceBandit, exact_policy_gradi
 from rl.envs.addition import QUICK_CONFIG, AdditionEnv
 from rl.policies.tabular import AutoregressivePolicy, TabularPolicy
 from rl.policies.warm_start import success_rate
-from rl.trainer import Scoring, TrainConfig, TrainHooks, build_optimizer, scoring, train
+from rl.trainer import Scoring, TrainConfig, TrainHooks, build_optimizer, log_ratio_spread, scoring, train
 
 TIME_KEYS = {"time_s", "elapsed_s"}
 
@@ -332,7 +333,7 @@ def test_optimizers_that_cannot_apply_say_so():
 
 
 @pytest.mark.parametrize("kw,match", [
-    (dict(steps=0), "steps"), (dict(group_size=0), "group_size"), (dict(optimizer="sgd"), "optimizer"),
+    (dict(steps=0), "steps"), (dict(group_size=0), "group_size"), (dict(optimizer="rmsprop"), "optimizer"),
     (dict(minibatches=100), "minibatches"), (dict(lr=-1.0), "lr"), (dict(temperature=0.0), "temperature"),
     (dict(grad_clip=0.0), "grad_clip"), (dict(policy_lag=-1), "policy_lag"), (dict(p=float("nan")), "p"),
 ])
@@ -611,3 +612,178 @@ def test_first_pass_mode_trains_the_run_a_separate_scoring_pass_trains(monkeypat
         for k in a:
             assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6), k
 
+
+
+# ---- SGD, the p schedule, training-inference mismatch, the regime metrics (issue 13) -----------------------
+
+def _scratchpad_env(tmp_path, **kw):
+    from rl.envs.scratchpad import ScratchpadAdditionEnv
+
+    return ScratchpadAdditionEnv(quick=True, cache_dir=tmp_path, progress=False, **kw)
+
+
+def _sharp_tiny_lm(seed: int = 0, scale: float = 8.0):
+    """An untrained quick-scratchpad model with its weights scaled up, so that its next-token
+    distributions are far from uniform and bfloat16 rounding shows in its log-probs."""
+    from rl.envs.scratchpad import QUICK_SCRATCHPAD
+
+    pol = QUICK_SCRATCHPAD.new_policy()
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for q in pol.parameters():
+            if q.dim() == 2:
+                q.mul_(scale)
+    return pol
+
+
+SCRATCH_CFG = dict(env="tiny-lm-scratchpad", policy_kwargs={"pretrained": False}, steps=3, prompts_per_step=4,
+                   group_size=4, lr=1e-3, exact_every=0, kl_every=0)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_sgd_steps_are_w_minus_lr_times_the_momentum_buffer(momentum):
+    """optimizer "sgd": w_1 = w_0 - lr g_1, then b_2 = m b_1 + g_2 (b_1 = g_1) and w_2 = w_1 - lr b_2
+    (torch's heavy ball, no dampening), the gradients taken from the run itself. Tolerance: one
+    float32 rounding of lr * b against torch's fused add (relative 1e-6)."""
+    policy = TabularPolicy(4, 3, init_scale=1.0)
+    seen = []  # (weights, gradient) at each update, before its optimizer step
+    hooks = TrainHooks(after_backward=lambda step, e, mb, pol: seen.append(
+        (pol.logits.detach().clone(), pol.logits.grad.detach().clone())))
+    cfg = TrainConfig(env="seq-bandit", env_kwargs={"vocab": 4, "length": 3}, steps=2, optimizer="sgd", lr=0.5,
+                      sgd_momentum=momentum, grad_clip=None, exact_every=0, kl_every=0)
+    res = train(cfg, env=FixedPolicyEnv(SequenceBandit(vocab=4, length=3), policy), hooks=hooks)
+    (w0, g1), (w1, g2) = seen
+    assert torch.equal(w0, policy.logits.detach()) and g1.abs().sum() > 0
+    torch.testing.assert_close(w1, w0 - 0.5 * g1, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(res.policy.logits.detach(), w1 - 0.5 * (momentum * g1 + g2), rtol=1e-6, atol=1e-7)
+
+
+def test_p_schedule_anneals_p_linearly_through_zero_and_the_loss_uses_it():
+    """("linear", 2, -1) over 4 steps gives p = 2, 1, 0, -1 (p_t = 2 - 3 (t - 1) / 3), in the
+    records, in the loss's own metric of the p it used, and as p_final."""
+    cfg = TrainConfig(env="seq-bandit", steps=4, epochs=2, minibatches=2, p_schedule=("linear", 2.0, -1.0),
+                      exact_every=0, kl_every=0)
+    res = train(cfg)
+    assert [r["p"] for r in res.records] == [2.0, 1.0, 0.0, -1.0]
+    assert [r["loss/p"] for r in res.records] == [2.0, 1.0, 0.0, -1.0]
+    assert res.summary["p_final"] == -1.0
+    assert all(math.isfinite(r["loss"]) for r in res.records)
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert TrainConfig(p_schedule=["linear", 2.0, -1.0]) == TrainConfig(p_schedule=("linear", 2.0, -1.0))
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(p_schedule=("cosine", 2.0, -1.0)), "p_schedule"), (dict(p_schedule=("linear", 2.0)), "p_schedule"),
+    (dict(p_schedule=("linear", 2.0, math.inf)), "p_schedule"), (dict(p_schedule=("linear", 1.0, -1.0), level="token"),
+                                                                 "sequence-level"),
+    (dict(p_schedule=("linear", 1.0, -1.0), learnable_p=True), "exclude"), (dict(sampler_dtype="int8"), "sampler_dtype"),
+    (dict(old_logp_noise=-0.1), "old_logp_noise"), (dict(sgd_momentum=-0.5), "sgd_momentum"),
+])
+def test_bad_issue13_options_raise(kw, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kw).validate()
+
+
+def test_bfloat16_sampler_draws_the_rollout_and_its_log_probs_are_old_logp(tmp_path):
+    """sampler_dtype="bfloat16": the step's rollout is exactly what a bfloat16 copy of the policy
+    samples from the run's generator; with recompute_old_logp=False the loss's old_logp are that
+    sampler's log-probs, which differ from the float32 policy's (the mismatch is real); with True
+    (the control) old_logp are the float32 teacher-forced ones (first-pass: ratio 1 up to 1e-5,
+    the KV-cache against teacher-forcing rounding) and the gap is logged."""
+    env, policy = _scratchpad_env(tmp_path), _sharp_tiny_lm()
+    batches, minibatches = [], []
+    hooks = TrainHooks(batch=lambda step, prompts, roll, rewards, adv, old: batches.append((prompts, roll, old)),
+                       minibatch=lambda step, e, mb, logp, old, mask: minibatches.append((logp, old)))
+    cfg = TrainConfig(**{**SCRATCH_CFG, "steps": 1, "policy_kwargs": {}}, sampler_dtype="bfloat16",
+                      recompute_old_logp=False)
+    train(cfg, env=FixedPolicyEnv(env, policy), hooks=hooks)
+    prompts, roll, old = batches[0]
+    g = torch.Generator().manual_seed(cfg.seed)
+    want_prompts = env.sample_prompts(4, g).repeat_interleave(4, dim=0)
+    want = copy.deepcopy(policy).to(torch.bfloat16).sample(want_prompts, g)
+    assert torch.equal(prompts, want_prompts) and torch.equal(roll.tokens, want.tokens)
+    assert torch.equal(roll.logp, want.logp.float()) and torch.equal(old, roll.logp)
+    f32 = policy.log_probs(prompts, roll.tokens, roll.mask)
+    gap = (old - f32)[roll.mask].abs()
+    assert gap.max() > 1e-3
+    # the loss saw those log-probs (its one minibatch is the batch, shuffled)
+    assert torch.equal(minibatches[0][1].flatten().sort().values, old.flatten().sort().values)
+
+    batches.clear()
+    res = train(dataclasses.replace(cfg, recompute_old_logp=True), env=FixedPolicyEnv(env, policy), hooks=hooks)
+    prompts, roll, old = batches[0]
+    torch.testing.assert_close(old, policy.log_probs(prompts, roll.tokens, roll.mask), rtol=0, atol=1e-5)
+    assert res.records[0]["sampler_logp_gap"] == pytest.approx(float((roll.logp - old)[roll.mask].abs().max()))
+
+
+def test_old_logp_noise_is_gaussian_per_token_and_zero_on_padding(tmp_path):
+    """old_logp_noise tau: on-policy with first-pass old log-probs (ratio exactly 1 without
+    noise) the loss sees old_logp - logp = the noise itself. Over 3 steps (~500 answer tokens)
+    a Kolmogorov-Smirnov test of noise / tau against N(0, 1) at level 1e-3 (its false-failure
+    rate); the noise is 0 on padding, differs between steps, and tau = 0 leaves no trace."""
+    seen = []
+    hooks = TrainHooks(minibatch=lambda step, e, mb, logp, old, mask: seen.append((logp, old, mask)))
+    env = _scratchpad_env(tmp_path)
+    res = train(TrainConfig(**{**SCRATCH_CFG, "prompts_per_step": 8}, old_logp_noise=0.5), env=env, hooks=hooks)
+    noise = [old - logp for logp, old, _ in seen]
+    masks = [mask for _, _, mask in seen]
+    assert all(bool((d[~m] == 0).all()) for d, m in zip(noise, masks))
+    assert any(bool((~m).any()) for m in masks)  # the premise: some answers stopped early (padding exists)
+    draws = torch.cat([d[m] for d, m in zip(noise, masks)]).double() / 0.5
+    assert draws.numel() > 300
+    assert stats.kstest(draws.numpy(), "norm").pvalue > 1e-3
+    assert not torch.equal(noise[0][masks[0]][:10], noise[1][masks[1]][:10])
+    for rec, (logp, old, mask) in zip(res.records, seen):
+        assert rec["log_ratio_spread"] == pytest.approx(log_ratio_spread(logp, old, mask))
+    seen.clear()
+    train(TrainConfig(**{**SCRATCH_CFG, "prompts_per_step": 8}), env=env, hooks=hooks)
+    assert all(torch.equal(old, logp) for logp, old, _ in seen)
+
+
+def test_log_ratio_spread_is_the_mean_within_sequence_std():
+    """Against numpy's population std (ddof 0) per row; rows with fewer than 2 tokens are left out."""
+    import numpy as np
+
+    logp = torch.tensor([[0.1, -0.3, 0.7, 0.0], [0.5, 9.0, 9.0, 9.0], [0.0, 0.0, 0.0, 0.0], [-1.0, 2.0, 0.5, 0.25]])
+    old = torch.tensor([[0.0, 0.2, -0.1, 0.0], [0.1, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [0.0, 0.5, 0.5, -0.75]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [0, 0, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    d = (logp - old).double().numpy()
+    want = (np.std(d[0, :3]) + np.std(d[3])) / 2
+    assert log_ratio_spread(logp, old, mask) == pytest.approx(want, rel=1e-12)
+    assert log_ratio_spread(logp, old, torch.zeros_like(mask)) is None
+
+
+def test_an_environment_with_an_exact_objective_logs_it_with_greedy_accuracy(quick_scratchpad_cache):
+    """The scratchpad task's exact metrics (J and greedy accuracy) enter the records every
+    exact_every steps, measured before the step's updates, and the summary at both ends (the
+    quick warm start, whose rewards are mixed, so the updates move J)."""
+    env = _scratchpad_env(quick_scratchpad_cache)
+    res = train(TrainConfig(**{**SCRATCH_CFG, "policy_kwargs": {}, "exact_every": 2}), env=env)
+    init = env.exact_metrics(env.make_policy())
+    assert [("exact_reward" in r, "greedy_accuracy" in r) for r in res.records] == [(True, True), (False, False),
+                                                                                  (True, True)]
+    assert res.records[0]["exact_reward"] == init["exact_reward"] == res.summary["exact_reward_init"]
+    assert res.summary["greedy_accuracy_init"] == init["greedy_accuracy"]
+    final = env.exact_metrics(res.policy)
+    assert res.summary["exact_reward_final"] == final["exact_reward"] != init["exact_reward"]
+
+
+def test_resume_is_bit_exact_with_every_issue13_option(tmp_path):
+    """A bfloat16 sampler with its own log-probs, old-logp noise, a p schedule through 0, SGD with
+    momentum, reuse 2 x 2 and a lag of 1 on the tiny LM: a run cut after step 4 (checkpoint at
+    step 4) and resumed equals the uninterrupted one, records and weights."""
+    cfg = TrainConfig(**{**SCRATCH_CFG, "steps": 6, "kl_every": 2}, sampler_dtype="bfloat16",
+                      recompute_old_logp=False, old_logp_noise=0.2, p_schedule=("linear", 1.0, -1.0),
+                      optimizer="sgd", sgd_momentum=0.9, epochs=2, minibatches=2, policy_lag=1, checkpoint_every=2)
+    full = train(cfg, tmp_path / "full", env=_scratchpad_env(tmp_path))
+
+    def boom(step, rec):
+        if step == 5:
+            raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        train(cfg, tmp_path / "cut", env=_scratchpad_env(tmp_path), hooks=TrainHooks(step_end=boom))
+    resumed = train(cfg, tmp_path / "cut", resume=True, env=_scratchpad_env(tmp_path))
+    assert strip_time(read_metrics(tmp_path / "cut")) == strip_time(read_metrics(tmp_path / "full"))
+    assert_same_params(resumed.policy, full.policy)
+    assert all(r["log_ratio_spread"] > 0 for r in full.records)  # noise and reuse: the ratios spread

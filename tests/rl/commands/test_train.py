@@ -68,3 +68,22 @@ def test_learnable_p_flags_train_p_and_log_it(tmp_path, capsys):
     assert "learnable p" in capsys.readouterr().out
     assert main(args[:-3] + ["--p", "2", "--no-progress"]) == 2
     assert "p_range" in capsys.readouterr().err
+
+
+def test_issue13_flags_reach_the_config(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--env", "seq-bandit", "--optimizer", "sgd", "--sgd-momentum", "0.9", "--lr", "0.5",
+            "--p-schedule", "linear", "2", "-1", "--sampler-dtype", "bfloat16", "--no-recompute-old-logp",
+            "--old-logp-noise", "0.3", "--epochs", "2", "--steps", "3", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["optimizer"], cfg["sgd_momentum"], cfg["p_schedule"]) == ("sgd", 0.9, ["linear", 2.0, -1.0])
+    assert (cfg["sampler_dtype"], cfg["recompute_old_logp"], cfg["old_logp_noise"]) == ("bfloat16", False, 0.3)
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["p"] for r in recs] == [2.0, 0.5, -1.0] and all(r["log_ratio_spread"] > 0 for r in recs)
+    assert "scheduled p" in capsys.readouterr().out
+    assert main(["train", "--p-schedule", "linear", "two", "-1", "--steps", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "p-schedule" in err and len(err.strip().splitlines()) == 1
+    assert main(["train", "--p-schedule", "cosine", "2", "-1", "--steps", "2", "--no-progress"]) == 2
+    assert "p_schedule" in capsys.readouterr().err
