@@ -15,7 +15,7 @@ The sequence ratio of completion :math:`i` is the power mean of its token ratios
 
 At ``power_p = 0``, ``power_level = "sequence"``, ``loss_agg = "seq-mean-token-mean"`` the loss,
 its gradient and its scaling equal TRL's ``loss_type="grpo"``, ``importance_sampling_level="sequence"``
-(tested in ``tests/integrations/test_trl.py``).
+(tested in ``tests/rl/integrations/test_trl.py``).
 
 What is kept from TRL, and how:
 

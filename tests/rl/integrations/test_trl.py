@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("trl")
 
 import torch  # noqa: E402
-from tests.integrations.integrations_tiny_lm import prompt_dataset, reward_distinct, tiny_llama, tiny_tokenizer  # noqa: E402
+from tests.rl.integrations.tiny_lm_helpers import prompt_dataset, reward_distinct, tiny_llama, tiny_tokenizer  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
 from rl.integrations.trl import PowerMeanGRPOConfig, PowerMeanGRPOTrainer  # noqa: E402

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 import torch
 
-SNIPPETS = Path(__file__).resolve().parents[2] / "docs" / "snippets"
+ROOT = Path(__file__).resolve().parents[1]
+SNIPPETS = ROOT / "docs" / "snippets"
 HUB_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
 
 
@@ -37,7 +38,7 @@ def test_plain_function_snippet(capsys):
 
 def test_trl_snippet(tmp_path, monkeypatch):
     pytest.importorskip("trl")
-    from tests.integrations.integrations_tiny_lm import tiny_llama, tiny_tokenizer
+    from tests.rl.integrations.tiny_lm_helpers import tiny_llama, tiny_tokenizer
 
     model_dir = tmp_path / "tiny-llama"
     tiny_llama().save_pretrained(model_dir)
@@ -124,5 +125,5 @@ def test_readme_section_shows_the_tested_snippets():
     assert [lang for lang, _ in blocks] == ["python", "python", "bash"]
     expected = [(lang, (SNIPPETS / name).read_text()) for lang in ("python", "bash") for name in files[lang]]
     assert blocks == expected
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     assert section.strip() in readme, "README.md must carry docs/snippets/README_section.md verbatim"
