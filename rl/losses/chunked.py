@@ -62,19 +62,38 @@ def default_chunk_size(vocab_size: int) -> int:
     return max(1, _CHUNK_ELEMENTS // max(int(vocab_size), 1))
 
 
-def _logits(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, inv_t: float) -> torch.Tensor:
-    """One chunk's ``(h W^T + b) / tau`` in float32 (float64 for float64 input), a fresh tensor."""
-    if h.dtype in _LOW_PRECISION:
-        z = torch.mm(h, weight.t()).float()
+def _logits_into(buf: torch.Tensor, lp_buf: torch.Tensor | None, h: torch.Tensor, weight: torch.Tensor,
+                 bias: torch.Tensor | None, inv_t: float) -> torch.Tensor:
+    """One chunk's ``(h W^T + b) / tau`` written into ``buf[:C]`` (float32, or float64 for float64 input).
+
+    The chunk buffers are allocated once per call and reused: on CPU every fresh ``[C, V]`` tensor is
+    a fresh mapping whose pages fault in on first touch, a cost the size of an elementwise pass.
+    For float16/bfloat16 input the product is taken in that dtype into ``lp_buf``, then widened.
+    """
+    c = h.shape[0]
+    z = buf[:c]
+    if lp_buf is not None:
+        z.copy_(torch.mm(h, weight.t(), out=lp_buf[:c]))
         if bias is not None:
-            z.add_(bias.float())
+            z.add_(bias)
         if inv_t != 1.0:
             z.mul_(inv_t)
-        return z
-    if bias is not None:
-        return torch.addmm(bias, h, weight.t(), beta=inv_t, alpha=inv_t)
-    z = torch.mm(h, weight.t())
-    return z.mul_(inv_t) if inv_t != 1.0 else z
+    elif bias is not None:
+        torch.addmm(bias, h, weight.t(), beta=inv_t, alpha=inv_t, out=z)
+    else:
+        torch.mm(h, weight.t(), out=z)
+        if inv_t != 1.0:
+            z.mul_(inv_t)
+    return z
+
+
+def _chunk_buffers(hidden: torch.Tensor, weight: torch.Tensor, rows: int, n_float: int,
+                   dtype: torch.dtype) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """``n_float`` reusable ``[rows, V]`` buffers in ``dtype``, and one in the input dtype when it is low precision."""
+    shape = (rows, weight.shape[0])
+    bufs = [torch.empty(shape, dtype=dtype, device=hidden.device) for _ in range(n_float)]
+    lp = torch.empty(shape, dtype=hidden.dtype, device=hidden.device) if hidden.dtype in _LOW_PRECISION else None
+    return bufs, lp
 
 
 class _ChunkedTokenLogProb(torch.autograd.Function):
@@ -93,20 +112,25 @@ class _ChunkedTokenLogProb(torch.autograd.Function):
         ent = hidden.new_zeros(n_all, dtype=out_dtype) if want_entropy else None
         lse = hidden.new_empty(n, dtype=out_dtype)
         ent_rows = hidden.new_empty(n, dtype=out_dtype) if want_entropy else None
-        with torch.no_grad():
-            for c0 in range(0, n, chunk_size):
-                c1 = min(c0 + chunk_size, n)
-                r, y = rows[c0:c1], targets[c0:c1]
-                z = _logits(hidden.index_select(0, r), weight, bias, inv_t)
-                lse_c = torch.logsumexp(z, dim=1)
-                lse[c0:c1] = lse_c
-                logp[r] = z.gather(1, y.unsqueeze(1)).squeeze(1) - lse_c
-                if want_entropy:
-                    # H = lse - sum_v pi_v z_v (pi computed into one temporary, multiplied in place).
-                    e_c = lse_c - z.sub(lse_c.unsqueeze(1)).exp_().mul_(z).sum(1)
-                    ent_rows[c0:c1] = e_c
-                    ent[r] = e_c
-                del z
+        (buf, *rest), lp_buf = _chunk_buffers(hidden, weight, min(chunk_size, n), 2 if want_entropy else 1, out_dtype)
+        for c0 in range(0, n, chunk_size):
+            c1 = min(c0 + chunk_size, n)
+            r, y = rows[c0:c1], targets[c0:c1]
+            z = _logits_into(buf, lp_buf, hidden.index_select(0, r), weight, bias, inv_t)
+            target = z.gather(1, y.unsqueeze(1)).squeeze(1)
+            m = z.amax(dim=1, keepdim=True)
+            if want_entropy:
+                # u = exp(z - max), s = sum u: lse = max + log s and H = lse - sum_v u_v z_v / s.
+                u = torch.sub(z, m, out=rest[0][: c1 - c0]).exp_()
+                s = u.sum(dim=1)
+                lse_c = m.squeeze(1) + s.log()
+                e_c = lse_c - u.mul_(z).sum(dim=1) / s
+                ent_rows[c0:c1] = e_c
+                ent[r] = e_c
+            else:
+                lse_c = m.squeeze(1) + z.sub_(m).exp_().sum(dim=1).log()
+            lse[c0:c1] = lse_c
+            logp[r] = target - lse_c
         ctx.save_for_backward(hidden, weight, bias, rows, targets, lse, ent_rows)
         ctx.inv_t, ctx.chunk_size = inv_t, chunk_size
         return logp, ent
@@ -118,40 +142,40 @@ class _ChunkedTokenLogProb(torch.autograd.Function):
         inv_t, chunk_size = ctx.inv_t, ctx.chunk_size
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         no_grad_args = (None,) * 5  # rows, targets, inv_t, chunk_size, want_entropy
-        if (g_logp is None and g_ent is None) or not (need_h or need_w or need_b):
-            return (None, None, None, *no_grad_args)
+        n = rows.shape[0]
+        if (g_logp is None and g_ent is None) or not (need_h or need_w or need_b) or n == 0:
+            return (torch.zeros_like(hidden) if need_h else None, torch.zeros_like(weight) if need_w else None,
+                    torch.zeros_like(bias) if need_b else None, *no_grad_args)
         low = hidden.dtype in _LOW_PRECISION
         acc_dtype = torch.float32 if low else hidden.dtype
         grad_h = torch.zeros_like(hidden) if need_h else None
         grad_w = torch.zeros(weight.shape, dtype=acc_dtype, device=weight.device) if need_w else None
         grad_b = torch.zeros(bias.shape, dtype=acc_dtype, device=bias.device) if need_b else None
-        n = rows.shape[0]
+        (buf, *rest), lp_buf = _chunk_buffers(hidden, weight, min(chunk_size, n), 2 if g_ent is not None else 1,
+                                              lse.dtype)
         for c0 in range(0, n, chunk_size):
             c1 = min(c0 + chunk_size, n)
             r, y = rows[c0:c1], targets[c0:c1]
             h = hidden.index_select(0, r)
-            z = _logits(h, weight, bias, inv_t)
-            log_pi = z.sub_(lse[c0:c1].unsqueeze(1))  # in place: z is not needed again
-            g = g_logp[r].to(z.dtype) if g_logp is not None else None
+            log_pi = _logits_into(buf, lp_buf, h, weight, bias, inv_t).sub_(lse[c0:c1].unsqueeze(1))
+            g = g_logp[r].to(lse.dtype) if g_logp is not None else None
             if g_ent is not None:
-                ge = g_ent[r].to(z.dtype)
-                pi = torch.exp(log_pi)
+                ge = g_ent[r].to(lse.dtype)
+                pi = torch.exp(log_pi, out=rest[0][: c1 - c0])
                 # dL/dz = -pi * (g + g_H H + g_H log pi) + g 1[v = y]
                 shift = ge * ent_rows[c0:c1] if g is None else g + ge * ent_rows[c0:c1]
                 dz = pi.mul_(log_pi.mul_(ge.unsqueeze(1)).add_(shift.unsqueeze(1))).mul_(-inv_t)
-                del log_pi
             else:
                 dz = log_pi.exp_().mul_((-inv_t * g).unsqueeze(1))
             if g is not None:
                 dz.scatter_add_(1, y.unsqueeze(1), (inv_t * g).unsqueeze(1))
             # dz is now dL/d(h W^T + b): the 1/tau is folded in above.
             if need_h:
-                grad_h.index_copy_(0, r, torch.mm(dz.to(weight.dtype) if low else dz, weight))
+                grad_h.index_copy_(0, r, torch.mm(lp_buf[: c1 - c0].copy_(dz) if low else dz, weight))
             if need_w:
                 grad_w.addmm_(dz.t(), h.float() if low else h)
             if need_b:
                 grad_b.add_(dz.sum(0))
-            del dz
         if grad_w is not None:
             grad_w = grad_w.to(weight.dtype)
         if grad_b is not None:
