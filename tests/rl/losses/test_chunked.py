@@ -5,8 +5,8 @@ log_softmax and autograd; the chunked path computes per-token log-probs chunk by
 the gradients in its own backward. Equality of value, metrics and gradients in ``hidden``,
 ``weight`` and ``bias`` is asserted for every level and every p, with padding, KL, entropy,
 temperature and chunk sizes that do not divide the number of tokens; gradcheck holds the custom
-backward to finite differences; a dispatch mode records every tensor the chunked path creates, to
-hold it to its claim of never materialising the [B, T, V] logits.
+backward to finite differences; a torch-function mode records every tensor the chunked path
+creates, to hold it to its claim of never materialising the [B, T, V] logits.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import math
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.overrides import TorchFunctionMode
 
 from rl.losses import LEVELS, LearnablePowerMean, chunked_policy_loss, policy_loss
 from rl.losses.chunked import chunked_logprobs, default_chunk_size
@@ -240,14 +240,16 @@ def test_learnable_p_and_multiscale_pass_through():
     torch.testing.assert_close(loss, loss_ref, **TOL64)
 
 
-class LargestTensor(TorchDispatchMode):
-    """Records the largest number of elements of any tensor an operation produces."""
+class LargestTensor(TorchFunctionMode):
+    """Records the largest number of elements of any tensor a torch function returns (the chunked
+    forward and backward are Python, so every tensor they create passes here; a torch-function mode
+    costs nothing to set up, unlike a dispatch mode's first use, ~10 s here)."""
 
     def __init__(self):
         super().__init__()
         self.largest = 0
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         for t in out if isinstance(out, tuple | list) else (out,):
             if isinstance(t, torch.Tensor):
