@@ -34,7 +34,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,6 +41,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_losses import time_all  # noqa: E402  (the paired, rotating-order timing loop)
 
 from rl.losses import chunked_policy_loss, policy_loss  # noqa: E402
 from rl.losses.chunked import chunked_logprobs  # noqa: E402
@@ -67,7 +69,16 @@ def make_inputs(args: argparse.Namespace, device: torch.device) -> dict[str, tor
 
 
 def sides(x: dict[str, torch.Tensor], args: argparse.Namespace) -> dict[str, Callable[[], torch.Tensor]]:
+    """Each side returns the loss, its backward still to run, with the gradients of the last run cleared."""
     kw = dict(level="sequence", p=args.p, eps_low=EPS_LOW, eps_high=EPS_HIGH)
+
+    def fresh(fn: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+        def run() -> torch.Tensor:
+            x["hidden"].grad = None
+            x["weight"].grad = None
+            return fn()
+
+        return run
 
     def unfused() -> torch.Tensor:
         logits = x["hidden"] @ x["weight"].T
@@ -82,7 +93,7 @@ def sides(x: dict[str, torch.Tensor], args: argparse.Namespace) -> dict[str, Cal
     liger = _liger(x, args)
     if liger is not None:
         out["liger (GSPO)"] = liger
-    return out
+    return {name: fresh(fn) for name, fn in out.items()}
 
 
 def _liger_available(args: argparse.Namespace) -> bool:
@@ -168,28 +179,6 @@ def measure_memory(args: argparse.Namespace, side: str, argv: list[str]) -> int:
     return rec["peak"] - rec["base"]
 
 
-def time_sides(fns: dict[str, Callable[[], torch.Tensor]], x: dict[str, torch.Tensor], reps: int, warmup: int,
-               device: torch.device) -> dict[str, list[float]]:
-    def once(fn: Callable[[], torch.Tensor]) -> float:
-        x["hidden"].grad = None
-        x["weight"].grad = None
-        _sync(device)
-        t0 = time.perf_counter()
-        fn().backward()
-        _sync(device)
-        return time.perf_counter() - t0
-
-    names = list(fns)
-    for _ in range(warmup):
-        for n in names:
-            once(fns[n])
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(reps):
-        for n in names[r % len(names):] + names[: r % len(names)]:
-            times[n].append(once(fns[n]))
-    return times
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -223,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     # Sanity: the sides compute the same loss (float32 ulps of the loss scale; bf16 looser).
     values = {n: fn().item() for n, fn in fns.items()}
     print("loss values:", ", ".join(f"{n} {v:+.8f}" for n, v in values.items()))
-    times = time_sides(fns, x, args.reps, args.warmup, device)
+    times = time_all(fns, x["hidden"], args.reps, args.warmup, device)
 
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     what = "max_memory_allocated" if device.type == "cuda" else "peak RSS (VmHWM)"
