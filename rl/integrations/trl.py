@@ -39,12 +39,16 @@ next to TRL's own (``entropy``, ``kl``).
 
 ``use_chunked_loss=True`` scores the completions from the last hidden states and the LM head with
 :func:`rl.losses.chunked.chunked_logprobs`, the kernel under :func:`rl.losses.chunked_policy_loss`
-(logits chunk by chunk, recomputed in the backward, never ``[B, T, V]``), as TRL < 1.16 handed
-them to Liger's fused loss under ``use_liger_kernel``: the backbone runs through the model's
+(logits chunk by chunk, recomputed in the backward, never ``[B, T, V]``), as earlier TRL releases
+handed them to Liger's fused loss under ``use_liger_kernel`` (``GRPOTrainer._get_last_hidden_state``
+and ``compute_liger_loss``, gone from TRL 1.16's GRPOTrainer): the backbone runs through the model's
 wrapper (``_ForwardRedirection``, so DDP still prepares its gradient reduction), then the head
 weight and bias go to the kernel with TRL's ``temperature``. Everything after the log-probs (the
 loss, KL, entropy bonus, metrics) is the code the default path runs, so the two paths give the
-same loss and gradients (tested). Not supported with it: DeepSpeed ZeRO-3 and FSDP (sharded head),
+same loss and gradients (tested). It calls the kernel, not ``chunked_policy_loss`` itself, for two
+reasons: on-policy TRL sends no old log-probs (they are the current ones, detached, so the log-probs
+must exist before the loss), and TRL's entropy bonus is a token mean whatever ``loss_agg`` is,
+while ``policy_loss`` aggregates its bonus with ``agg``. Not supported with it: DeepSpeed ZeRO-3 and FSDP (sharded head),
 MoE router losses, logit soft-capping or scaling, PEFT adapters on the head or prompt learning.
 TRL 1.16's default path already scores through its own fused head (``add_fused_lm_head``), so on
 TRL 1.16 the option swaps one chunked kernel for another; it is there to run the project's kernel.

@@ -46,12 +46,11 @@ from typing import Any
 
 import torch
 
-from meantheory._inputs import first_index
+from meantheory._inputs import _LOW_PRECISION, first_index
 from rl.losses.policy import OPTIONS, policy_loss
 
 __all__ = ["chunked_logprobs", "chunked_policy_loss", "default_chunk_size"]
 
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
 #: Elements of one chunk's float32 logits when ``chunk_size`` is left to us: 2**25 floats = 128 MiB,
 #: a few of which (logits, their exponentials, the gradient) are alive at once.
 _CHUNK_ELEMENTS = 2**25
