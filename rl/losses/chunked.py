@@ -19,7 +19,8 @@ not known until every token of the sequence has its log-prob, i.e. not while a c
 in hand (Liger-Kernel can fold the gradient into the forward only because its loss decomposes
 over tokens). The forward therefore keeps only two floats per token (``logsumexp``, and the
 entropy when asked), and the backward, given ``g = d loss / d logp`` and ``g_H = d loss / d H``,
-recomputes each chunk's logits once (one extra ``[C, H] x [H, V]`` product per chunk) and forms
+recomputes each chunk's logits once (one extra ``[C, H] x [H, V]`` product per chunk; rows whose
+upstream gradient is exactly 0, such as clipped or zero-advantage sequences, are skipped) and forms
 
 .. math:: \frac{\partial L}{\partial z_{tv}} = g_t (1[v = y_t] - \pi_{tv})
           - g^H_t \pi_{tv} (\log \pi_{tv} + H_t),
@@ -141,6 +142,15 @@ class _ChunkedTokenLogProb(torch.autograd.Function):
         inv_t, chunk_size = ctx.inv_t, ctx.chunk_size
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         no_grad_args = (None,) * 5  # rows, targets, inv_t, chunk_size, want_entropy
+        # Rows whose upstream gradient is exactly 0 (clipped sequences, zero-advantage groups) add nothing to
+        # any gradient: their logits are not recomputed.
+        live = torch.zeros(rows.shape, dtype=torch.bool, device=rows.device)
+        for g_up in (g_logp, g_ent):
+            if g_up is not None:
+                live |= g_up[rows] != 0
+        keep = live.nonzero().squeeze(1)
+        rows, targets, lse = rows[keep], targets[keep], lse[keep]
+        ent_rows = ent_rows[keep] if ent_rows is not None else None
         n = rows.shape[0]
         if (g_logp is None and g_ent is None) or not (need_h or need_w or need_b) or n == 0:
             return (torch.zeros_like(hidden) if need_h else None, torch.zeros_like(weight) if need_w else None,

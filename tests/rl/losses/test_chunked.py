@@ -5,8 +5,8 @@ log_softmax and autograd; the chunked path computes per-token log-probs chunk by
 the gradients in its own backward. Equality of value, metrics and gradients in ``hidden``,
 ``weight`` and ``bias`` is asserted for every level and every p, with padding, KL, entropy,
 temperature and chunk sizes that do not divide the number of tokens; gradcheck holds the custom
-backward to finite differences; a torch-function mode records every tensor the chunked path
-creates, to hold it to its claim of never materialising the [B, T, V] logits.
+backward to finite differences; a dispatch mode records every tensor the chunked path creates,
+forward and backward, to hold it to its claim of never materialising the [B, T, V] logits.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import math
 
 import pytest
 import torch
-from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from rl.losses import LEVELS, LearnablePowerMean, chunked_policy_loss, policy_loss
 from rl.losses.chunked import chunked_logprobs, default_chunk_size
@@ -240,20 +240,22 @@ def test_learnable_p_and_multiscale_pass_through():
     torch.testing.assert_close(loss, loss_ref, **TOL64)
 
 
-class LargestTensor(TorchFunctionMode):
-    """Records the largest number of elements of any tensor a torch function returns (the chunked
-    forward and backward are Python, so every tensor they create passes here; a torch-function mode
-    costs nothing to set up, unlike a dispatch mode's first use, ~10 s here)."""
+class Recorder(TorchDispatchMode):
+    """Sees every aten operation, the backward's included (a torch-function mode would not: the
+    autograd engine runs the backward outside it). Records the largest number of elements of any
+    tensor produced, and the rows of the logits products (``mm``/``addmm`` with ``v`` columns)."""
 
-    def __init__(self):
+    def __init__(self, v=None):
         super().__init__()
-        self.largest = 0
+        self.v, self.largest, self.logit_rows = v, 0, 0
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         for t in out if isinstance(out, tuple | list) else (out,):
             if isinstance(t, torch.Tensor):
                 self.largest = max(self.largest, t.numel())
+        if func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.addmm) and out.shape[-1] == self.v:
+            self.logit_rows += out.shape[0]
         return out
 
 
@@ -263,12 +265,26 @@ def test_never_materialises_the_logits():
     n_valid = 45
     for side, run in (("unfused", lambda: reference(x, p=-1.0, entropy=True, entropy_coef=0.1)[0]),
                       ("chunked", lambda: chunked(x, chunk, p=-1.0, entropy_coef=0.1)[0])):
-        with LargestTensor() as rec:
+        with Recorder() as rec:
             run().backward()
         if side == "unfused":  # the control: the recorder sees the [B, T, V] logits
             assert rec.largest >= b * t * v
         else:  # at most one chunk of logits, or a gradient the size of hidden or weight
             assert rec.largest <= max(chunk * v, b * t * h, v * h) < n_valid * v
+
+
+def test_backward_skips_rows_without_gradient():
+    """Zero-advantage sequences have zero gradient: the backward does not recompute their logits,
+    and the gradients still equal the unfused ones."""
+    x = make_batch(14, lengths=[9, 5, 1, 7])
+    x["adv"] = torch.tensor([0.0, -0.7, 0.0, 1.2], dtype=F64)
+    loss, _ = chunked(x, 4, p=-1.0, eps_low=0.9, eps_high=10.0)  # nothing clips: only A = 0 has no gradient
+    with Recorder(V) as rec:
+        got = grads(loss, x)
+    assert rec.logit_rows == 5 + 7  # the tokens of sequences 1 and 3
+    loss_ref, _ = reference(x, p=-1.0, eps_low=0.9, eps_high=10.0)
+    for a, b in zip(got, grads(loss_ref, x), strict=True):
+        torch.testing.assert_close(a, b, **TOL64)
 
 
 def test_default_chunk_size():
