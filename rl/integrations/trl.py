@@ -15,7 +15,7 @@ The sequence ratio of completion :math:`i` is the power mean of its token ratios
 
 At ``power_p = 0``, ``power_level = "sequence"``, ``loss_agg = "seq-mean-token-mean"`` the loss,
 its gradient and its scaling equal TRL's ``loss_type="grpo"``, ``importance_sampling_level="sequence"``
-(tested in ``tests/integrations/test_trl.py``).
+(tested in ``tests/rl/integrations/test_trl.py``).
 
 What is kept from TRL, and how:
 
@@ -36,6 +36,22 @@ power mean raise a ``ValueError`` when set: ``loss_type`` other than ``"grpo"`` 
 
 Metrics from :func:`policy_loss` are averaged over processes and logged as ``power_mean/<name>``
 next to TRL's own (``entropy``, ``kl``).
+
+``use_chunked_loss=True`` scores the completions from the last hidden states and the LM head with
+:func:`rl.losses.chunked.chunked_logprobs`, the kernel under :func:`rl.losses.chunked_policy_loss`
+(logits chunk by chunk, recomputed in the backward, never ``[B, T, V]``), as earlier TRL releases
+handed them to Liger's fused loss under ``use_liger_kernel`` (``GRPOTrainer._get_last_hidden_state``
+and ``compute_liger_loss``, gone from TRL 1.16's GRPOTrainer): the backbone runs through the model's
+wrapper (``_ForwardRedirection``, so DDP still prepares its gradient reduction), then the head
+weight and bias go to the kernel with TRL's ``temperature``. Everything after the log-probs (the
+loss, KL, entropy bonus, metrics) is the code the default path runs, so the two paths give the
+same loss and gradients (tested). It calls the kernel, not ``chunked_policy_loss`` itself, for two
+reasons: on-policy TRL sends no old log-probs (they are the current ones, detached, so the log-probs
+must exist before the loss), and TRL's entropy bonus is a token mean whatever ``loss_agg`` is,
+while ``policy_loss`` aggregates its bonus with ``agg``. Not supported with it: DeepSpeed ZeRO-3 and FSDP (sharded head),
+MoE router losses, logit soft-capping or scaling, PEFT adapters on the head or prompt learning.
+TRL 1.16's default path already scores through its own fused head (``add_fused_lm_head``), so on
+TRL 1.16 the option swaps one chunked kernel for another; it is there to run the project's kernel.
 """
 
 from __future__ import annotations
@@ -49,17 +65,23 @@ from typing import Any
 import torch
 
 try:
+    from accelerate.utils import is_peft_model
     from trl import GRPOConfig, GRPOTrainer
+    from trl.models.utils import _ForwardRedirection
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "rl.integrations.trl needs TRL; install it with `pip install 'hmpo[trl]'` (or `pip install trl`)."
     ) from exc
 
 from rl.losses import LEVELS, LearnablePowerMean, policy_loss
+from rl.losses.chunked import chunked_logprobs
 
 __all__ = ["PowerMeanGRPOConfig", "PowerMeanGRPOTrainer"]
 
 _P_STATE_FILE = "power_mean_p.pt"
+# Model inputs besides the ids that TRL forwards for vision-language models (as its own backbone calls do).
+_MULTIMODAL_KEYS = ("pixel_values", "image_grid_thw", "pixel_attention_mask", "spatial_shapes", "image_sizes",
+                    "token_type_ids", "mm_token_type_ids", "image_position_ids")
 
 
 @dataclass
@@ -80,6 +102,9 @@ class PowerMeanGRPOConfig(GRPOConfig):
       power_mean: ``"power"``, ``"adaptive"``, ``"rmi"`` or ``"multiscale"`` (``mean`` of ``policy_loss``).
       kl_estimator: ``"k1"``, ``"k2"`` or ``"k3"`` for the KL to the reference model (used when ``beta != 0``).
       loss_options: any further keyword options of ``policy_loss`` (a dict, or a JSON string on the CLI).
+      use_chunked_loss: score completions from the last hidden states and the LM head chunk by chunk
+        (:func:`rl.losses.chunked.chunked_logprobs`), never materialising the logits.
+      chunked_loss_chunk_size: token rows per chunk (default :func:`rl.losses.chunked.default_chunk_size`).
 
     TRL's ``epsilon`` / ``epsilon_high`` give the clip window. ``loss_type`` and
     ``importance_sampling_level`` belong to TRL's own loss; they default here to ``"grpo"`` and
@@ -108,6 +133,12 @@ class PowerMeanGRPOConfig(GRPOConfig):
     kl_estimator: str = field(default="k3", metadata={"help": "KL estimator to the reference model: k1, k2, k3."})
     loss_options: dict[str, Any] | str | None = field(
         default=None, metadata={"help": "Extra keyword options for rl.losses.policy_loss (dict or JSON)."}
+    )
+    use_chunked_loss: bool = field(
+        default=False, metadata={"help": "Loss from the last hidden states and the LM head, chunked (no logits)."}
+    )
+    chunked_loss_chunk_size: int | None = field(
+        default=None, metadata={"help": "Token rows per chunk of use_chunked_loss (default 2**25 // vocab size)."}
     )
     # TRL's own loss switches: fixed to the values our loss reproduces at p = 0.
     loss_type: str = field(default="grpo", metadata={"help": "Must be 'grpo' (use loss_agg)."})
@@ -140,6 +171,9 @@ class PowerMeanGRPOConfig(GRPOConfig):
             raise ValueError(f"power_p: expected a real number, got {self.power_p!r}")
         if self.p_learning_rate is not None and not self.p_learning_rate > 0:
             raise ValueError(f"p_learning_rate: expected > 0, got {self.p_learning_rate!r}")
+        size = self.chunked_loss_chunk_size
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise ValueError(f"chunked_loss_chunk_size: expected a positive int (token rows per chunk), got {size!r}")
         if self.learnable_p and self.power_mean != "power":
             raise ValueError(f"learnable_p needs power_mean='power', got {self.power_mean!r}")
         if self.loss_type != "grpo":
@@ -217,13 +251,46 @@ class PowerMeanGRPOTrainer(GRPOTrainer):
                 f"args: PowerMeanGRPOTrainer needs a PowerMeanGRPOConfig, got {type(config).__name__}"
             )
         super().__init__(*args, **kwargs)
+        if config.use_chunked_loss:
+            self._check_chunked_loss_supported()
         self._loss_kwargs = config.policy_loss_kwargs()
+        # use_chunked_loss calls the backbone directly: route it through the wrapper's forward (DDP's reducer).
+        self._forward_redirection = _ForwardRedirection()
         self.power_mean_p: LearnablePowerMean | None = None
         self._p_in_optimizer = False
         if config.learnable_p:
             self.power_mean_p = LearnablePowerMean(
                 float(config.power_p), p_min=config.p_min, p_max=config.p_max, length_buckets=config.p_length_buckets
             ).to(self.accelerator.device)
+
+    def _check_chunked_loss_supported(self) -> None:
+        """use_chunked_loss reads the head's weight directly: refuse the setups where that weight or the logits
+        are not what the kernel computes (a sharded head, a transformed logit, a head adapter, router losses)."""
+        from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+        bad = []
+        if is_deepspeed_zero3_enabled() or self.is_fsdp_enabled:
+            bad.append("DeepSpeed ZeRO-3 / FSDP (the LM head is sharded)")
+        if self.aux_loss_enabled:
+            bad.append("a MoE router auxiliary loss (router_aux_loss_coef != 0)")
+        text_config = self.model.config.get_text_config()
+        for name in ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier",
+                     "logits_scaling"):
+            value = getattr(text_config, name, None)
+            if value is not None and not (name != "final_logit_softcapping" and value == 1.0):
+                bad.append(f"the model's {name}={value!r} (the kernel computes plain hidden @ weight.T)")
+        model = self.accelerator.unwrap_model(self.model)
+        if is_peft_model(model):
+            from peft import PromptLearningConfig
+            from peft.tuners.tuners_utils import BaseTunerLayer
+
+            if isinstance(model.get_output_embeddings(), BaseTunerLayer):
+                bad.append("a PEFT adapter on lm_head (the kernel reads lm_head.weight)")
+            if any(isinstance(cfg, PromptLearningConfig) for cfg in model.peft_config.values()):
+                bad.append("prompt-learning PEFT (the backbone is called directly, without virtual tokens)")
+        if bad:
+            raise ValueError(f"use_chunked_loss: not supported with {'; '.join(bad)}; leave use_chunked_loss=False "
+                             "(TRL's own fused head then scores the completions)")
 
     # -- the learnable p joins the policy's optimizer ------------------------------------------------
     def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
@@ -280,7 +347,22 @@ class PowerMeanGRPOTrainer(GRPOTrainer):
         mask = completion_mask if "tool_mask" not in inputs else completion_mask * inputs["tool_mask"]
         mask = mask.bool()
 
-        per_token_logps, entropies, aux_loss = self._get_per_token_logps_and_entropies(
+        if self.args.use_chunked_loss:
+            unwrapped = self.accelerator.unwrap_model(model)
+            per_token_logps, entropies = self._forward_redirection(
+                model, unwrapped, self._chunked_per_token_logps, unwrapped, input_ids, attention_mask, completion_ids,
+                mask, inputs,
+            )
+            aux_loss = None  # refused at construction under use_chunked_loss
+        else:
+            per_token_logps, entropies, aux_loss = self._per_token_logps(model, input_ids, attention_mask,
+                                                                         logits_to_keep, inputs)
+        return self._loss_from_logps(per_token_logps, entropies, aux_loss, mask, inputs)
+
+    def _per_token_logps(self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int,
+                         inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """TRL's own scoring: its forward through the fused LM head, log-probs and entropies of the completions."""
+        return self._get_per_token_logps_and_entropies(
             model,
             input_ids,
             attention_mask,
@@ -298,6 +380,33 @@ class PowerMeanGRPOTrainer(GRPOTrainer):
             mm_token_type_ids=inputs.get("mm_token_type_ids"),
             image_position_ids=inputs.get("image_position_ids"),
         )
+
+    def _chunked_per_token_logps(self, unwrapped: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                                 completion_ids: torch.Tensor, mask: torch.Tensor,
+                                 inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probs and entropies of the completions from the backbone's last hidden states and the LM head,
+        chunked (:func:`rl.losses.chunked.chunked_logprobs`); runs inside the wrapper's forward."""
+        if is_peft_model(unwrapped):
+            unwrapped = unwrapped.base_model.model
+        model_inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
+        model_inputs.update({k: inputs[k] for k in _MULTIMODAL_KEYS if inputs.get(k) is not None})
+        with self.accelerator.autocast():
+            hidden = unwrapped.base_model(**model_inputs).last_hidden_state
+        # position t predicts token t + 1: the completion's tokens are predicted by the positions before them
+        T = completion_ids.size(1)
+        hidden = hidden[:, -T - 1 : -1]
+        head = unwrapped.get_output_embeddings()
+        hidden = hidden.to(head.weight.device, head.weight.dtype)  # the head's dtype, as cast_lm_head_to_fp32 asks
+        with torch.autocast(hidden.device.type, enabled=False):
+            logps, entropies = chunked_logprobs(
+                hidden, head.weight, completion_ids.to(hidden.device), mask.to(hidden.device), bias=head.bias,
+                temperature=self.temperature, chunk_size=self.args.chunked_loss_chunk_size, entropy=True,
+            )
+        return logps, entropies
+
+    def _loss_from_logps(self, per_token_logps: torch.Tensor, entropies: torch.Tensor, aux_loss: torch.Tensor | None,
+                         mask: torch.Tensor, inputs: dict[str, Any]) -> torch.Tensor:
+        """policy_loss on the completions' log-probs, TRL's accumulation scaling, entropy bonus and metrics."""
         # TRL leaves old_per_token_logps out when the batch is used once on-policy: then the ratio is 1
         # in value and the gradient flows through per_token_logps alone, as in TRL.
         old_per_token_logps = inputs.get("old_per_token_logps")

@@ -12,7 +12,7 @@ harmonic / HMPO, p = 1 arithmetic). The default level is ``"sequence-token"`` (G
 generalised to every p, see :mod:`rl.losses.policy`) because verl hands the loss per-token
 advantages ``[B, T]``; for the outcome advantages of GRPO (constant over a response) it has the
 value and gradient of the sequence-level loss. At p = 0 it equals verl's own ``gspo`` loss mode
-for every ``loss_agg_mode`` (tested in ``tests/integrations/test_integrations_verl.py``).
+for every ``loss_agg_mode`` (tested in ``tests/rl/integrations/test_verl.py``).
 
 Configuration, read from the actor config (``actor_rollout_ref.actor``):
 

@@ -18,6 +18,7 @@ meantheory, recursive mean iteration, multi-scale means), adaptive p from
 
 from rl.losses.adaptive import ADAPTIVE_PS, ADAPTIVE_SIGNALS, ADAPTIVE_THRESHOLDS, adaptive_signal, select_p
 from rl.losses.aggregation import AGG_MODES, aggregate, aggregate_sequences
+from rl.losses.chunked import chunked_policy_loss
 from rl.losses.config import CLIP_CENTERS, LEVELS, LossConfig
 from rl.losses.kl import KL_ESTIMATORS, kl_estimate
 from rl.losses.learnable import LearnablePowerMean
@@ -38,6 +39,7 @@ __all__ = [
     "adaptive_signal",
     "aggregate",
     "aggregate_sequences",
+    "chunked_policy_loss",
     "kl_estimate",
     "loss_from_config",
     "multiscale_log_ratio",

@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("trl")
 
 import torch  # noqa: E402
-from tests.integrations.integrations_tiny_lm import prompt_dataset, reward_distinct, tiny_llama, tiny_tokenizer  # noqa: E402
+from tests.rl.integrations.tiny_lm_helpers import prompt_dataset, reward_distinct, tiny_llama, tiny_tokenizer  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
 from rl.integrations.trl import PowerMeanGRPOConfig, PowerMeanGRPOTrainer  # noqa: E402
@@ -161,11 +161,12 @@ def test_loss_is_policy_loss_divided_by_accumulation(tmp_path, p):
     assert not torch.isclose(expected, at0, rtol=1e-7, atol=0)
 
 
-@pytest.mark.parametrize("p", [0.0, -1.0])
-def test_two_training_steps(tmp_path, p):
+@pytest.mark.parametrize("p,chunked", [(0.0, False), (-1.0, False), (-1.0, True)])
+def test_two_training_steps(tmp_path, p, chunked):
     trainer = _trainer(
         PowerMeanGRPOTrainer,
-        PowerMeanGRPOConfig(**_common(tmp_path, power_p=p, learning_rate=1e-2, gradient_accumulation_steps=2)),
+        PowerMeanGRPOConfig(**_common(tmp_path, power_p=p, learning_rate=1e-2, gradient_accumulation_steps=2,
+                                      use_chunked_loss=chunked)),
     )
     before = [q.detach().clone() for q in trainer.model.parameters()]
     trainer.train()
@@ -178,6 +179,56 @@ def test_two_training_steps(tmp_path, p):
         assert 0.0 <= h["power_mean/clip_frac"] <= 1.0
         assert "entropy" in h and "reward" in h
     assert any(not torch.equal(b, q) for b, q in zip(before, trainer.model.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("p", [0.0, -1.0])
+def test_chunked_loss_equals_unchunked_value_gradient_and_metrics(tmp_path, p):
+    """use_chunked_loss scores from hidden states + LM head with rl.losses.chunked; the default path
+    scores through TRL's own fused head. Same loss, gradients and logged metrics, with KL, entropy
+    bonus and a temperature, and a chunk size that does not divide the 26 completion tokens."""
+    # beta != 0: TRL loads its reference model by name, so both trainers load the same saved tiny Llama.
+    model_dir = tmp_path / "tiny-llama"
+    tiny_llama().save_pretrained(model_dir)
+    kw = dict(power_p=p, beta=0.05, entropy_coef=0.02, temperature=0.7)
+
+    def trainer(name, **extra):
+        args = PowerMeanGRPOConfig(**_common(tmp_path / name, **kw, **extra))
+        return PowerMeanGRPOTrainer(model=str(model_dir), reward_funcs=reward_distinct, args=args,
+                                    train_dataset=prompt_dataset(), processing_class=tiny_tokenizer())
+
+    plain = trainer("plain")
+    chunked = trainer("chunked", use_chunked_loss=True, chunked_loss_chunk_size=5)
+    inputs = _batch(plain, seed=0)
+    g = torch.Generator().manual_seed(4)
+    inputs["ref_per_token_logps"] = inputs["old_per_token_logps"] + 0.05 * torch.randn(6, 7, generator=g)
+
+    loss_plain, g_plain = _loss_and_grads(plain, inputs, 2)
+    loss_chunked, g_chunked = _loss_and_grads(chunked, inputs, 2)
+
+    # Two float32 kernels for the same log-softmax (TRL's tiles and ours), then the same code: a few
+    # float32 ulps of the loss, and of the largest gradient entry.
+    assert loss_plain.item() != 0.0
+    torch.testing.assert_close(loss_chunked, loss_plain, rtol=1e-5, atol=1e-7)
+    assert g_plain.keys() == g_chunked.keys() and "lm_head.weight" in g_chunked
+    gmax = max(v.abs().max().item() for v in g_plain.values())
+    for name in g_plain:
+        torch.testing.assert_close(g_chunked[name], g_plain[name], rtol=1e-4, atol=1e-5 * gmax, msg=name)
+    logged = {k: v[-1] for k, v in plain._metrics["train"].items() if k.startswith("power_mean/") or k == "entropy"}
+    assert "power_mean/kl_ref" in logged and "entropy" in logged
+    for k, v in logged.items():
+        assert chunked._metrics["train"][k][-1] == pytest.approx(v, rel=1e-5, abs=1e-7, nan_ok=True), k
+    assert 0.0 < logged["power_mean/clip_frac"] < 1.0
+
+
+def test_chunked_loss_refuses_what_it_cannot_compute(tmp_path):
+    with pytest.raises(ValueError, match="chunked_loss_chunk_size"):
+        PowerMeanGRPOConfig(**_common(tmp_path, use_chunked_loss=True, chunked_loss_chunk_size=0))
+    model = tiny_llama()
+    model.config.final_logit_softcapping = 30.0  # as Gemma 2: the logits are tanh-capped, the kernel does not cap
+    with pytest.raises(ValueError, match="use_chunked_loss: not supported with the model's final_logit_softcapping"):
+        PowerMeanGRPOTrainer(model=model, reward_funcs=reward_distinct, train_dataset=prompt_dataset(),
+                             processing_class=tiny_tokenizer(),
+                             args=PowerMeanGRPOConfig(**_common(tmp_path, use_chunked_loss=True)))
 
 
 def test_learnable_p_is_trained(tmp_path):

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 import torch
 
-SNIPPETS = Path(__file__).resolve().parents[2] / "docs" / "snippets"
+ROOT = Path(__file__).resolve().parents[1]
+SNIPPETS = ROOT / "docs" / "snippets"
 HUB_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
 
 
@@ -35,9 +36,25 @@ def test_plain_function_snippet(capsys):
     assert "loss" in capsys.readouterr().out
 
 
+def test_chunked_loss_snippet(capsys):
+    ns = runpy.run_path(str(SNIPPETS / "chunked_loss.py"), run_name="__main__")
+    loss, metrics, hidden, head = ns["loss"], ns["metrics"], ns["hidden"], ns["lm_head"]
+    assert math.isfinite(loss.item()) and loss.item() != 0.0
+    assert metrics["p"] == -1.0 and math.isfinite(metrics["entropy"])
+    assert hidden.grad.abs().sum() > 0 and head.weight.grad.abs().sum() > 0
+    # the snippet's loss is policy_loss on the materialised log-probs (float32 ulps of the loss)
+    from rl.losses import policy_loss
+
+    logp = (hidden @ head.weight.T).log_softmax(-1).gather(-1, ns["tokens"].unsqueeze(-1)).squeeze(-1)
+    expected, _ = policy_loss(logp, ns["old_logp"], ns["advantages"], ns["mask"], level="sequence", p=-1.0,
+                              eps_low=3e-4, eps_high=4e-4)
+    torch.testing.assert_close(loss.detach(), expected.detach(), rtol=1e-5, atol=1e-7)
+    assert "entropy" in capsys.readouterr().out
+
+
 def test_trl_snippet(tmp_path, monkeypatch):
     pytest.importorskip("trl")
-    from tests.integrations.integrations_tiny_lm import tiny_llama, tiny_tokenizer
+    from tests.rl.integrations.tiny_lm_helpers import tiny_llama, tiny_tokenizer
 
     model_dir = tmp_path / "tiny-llama"
     tiny_llama().save_pretrained(model_dir)
@@ -118,11 +135,12 @@ def test_verl_snippet_env_registers_loss_mode_on_import_verl():
 
 def test_readme_section_shows_the_tested_snippets():
     """Every code block of the README section is one of the executed snippet files, verbatim."""
-    files = {"python": ["plain_loss.py", "trl_trainer.py"], "bash": ["verl_power_mean.sh"]}
+    files = [("python", "plain_loss.py"), ("python", "trl_trainer.py"), ("bash", "verl_power_mean.sh"),
+             ("python", "chunked_loss.py")]
     section = (SNIPPETS / "README_section.md").read_text()
     blocks = re.findall(r"```(\w+)\n(.*?)```", section, flags=re.S)
-    assert [lang for lang, _ in blocks] == ["python", "python", "bash"]
-    expected = [(lang, (SNIPPETS / name).read_text()) for lang in ("python", "bash") for name in files[lang]]
+    assert [lang for lang, _ in blocks] == ["python", "python", "bash", "python"]
+    expected = [(lang, (SNIPPETS / name).read_text()) for lang, name in files]
     assert blocks == expected
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     assert section.strip() in readme, "README.md must carry docs/snippets/README_section.md verbatim"
