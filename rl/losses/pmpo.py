@@ -72,13 +72,23 @@ def pmpo_ess_gap(l: torch.Tensor, mask: torch.Tensor, p: torch.Tensor) -> torch.
 
     ``l`` may hold anything on padding (it is replaced before any arithmetic).
     """
+    return _gap(*_shifted(l, mask), p)
+
+
+def _shifted(l: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(l - max_t l [B, T] with 0 on padding, the mask as l's dtype, tokens per row >= 1)``: what
+    every evaluation of ``G`` in the bisection shares."""
     zero = torch.zeros((), dtype=l.dtype, device=l.device)
     top = torch.where(mask, l, -math.inf).amax(-1, keepdim=True)
     shifted = torch.where(mask, l - torch.where(torch.isfinite(top), top, zero), zero)  # <= 0 on the mask
-    u = torch.where(mask, torch.expm1(p.reshape(-1, 1) * shifted), zero)
-    n1 = mask.sum(-1).clamp(min=1).to(l.dtype)
+    m = mask.to(l.dtype)
+    return shifted, m, m.sum(-1).clamp(min=1.0)
+
+
+def _gap(shifted: torch.Tensor, m: torch.Tensor, n1: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    u = torch.expm1(p.reshape(-1, 1) * shifted)  # 0 on padding, where shifted is 0
     mean = u.sum(-1) / n1
-    var = torch.where(mask, (u - mean.unsqueeze(-1)) ** 2, zero).sum(-1) / n1
+    var = ((u - mean.unsqueeze(-1)) * m).square_().sum(-1) / n1
     chi2 = var / (1.0 + mean) ** 2  # 1 + mean(u) = mean(e^{p (l - max)}) >= 1 / n (the max's own term)
     return chi2 / (1.0 + chi2)
 
@@ -110,12 +120,13 @@ def pmpo_p(
     ones = torch.ones_like(c)
     if l.shape[-1] == 0:
         return ones, c
-    g1 = pmpo_ess_gap(l, mask, ones)
+    shared = _shifted(l, mask)
+    g1 = _gap(*shared, ones)
     target = (1.0 - c) * g1
     lo, hi = torch.zeros_like(c), ones
     for _ in range(BISECTIONS):
         mid = 0.5 * (lo + hi)
-        ok = pmpo_ess_gap(l, mask, mid) <= target
+        ok = _gap(*shared, mid) <= target
         lo, hi = torch.where(ok, mid, lo), torch.where(ok, hi, mid)
     # G(1) <= G* (no token clipped, or a constant row): the arithmetic end itself meets the target.
     return torch.where(g1 <= target, ones, lo), c
