@@ -31,7 +31,9 @@ For trajectory ``i`` with token log-ratios ``l_it`` over its ``n_i`` tokens and 
 ``softmax(q l)`` grows with ``q``, its derivative being a variance), strictly unless the row is
 constant. So ``c_i = 0`` gives ``p_i = 1`` (the arithmetic mean), ``c_i = 1`` gives ``p_i = 0``
 (the geometric mean), and ``p_i`` falls monotonically in between; a row whose log-ratios are all
-equal (every mean coincides) gets ``p_i = 1``, an empty row ``p_i = 1`` (it carries no loss).
+equal (every mean coincides) gets ``p_i = 1``, an empty row ``p_i = 1`` (it carries no loss). For
+a small spread ``G(p) ~ p^2 Var(l)``, so ``p_i ~ sqrt(1 - c_i)``: a trajectory with a quarter of
+its tokens clipped still gets p ~ 0.87, and only a fully clipped one the geometric mean.
 
 Numerics: ``G`` is formed from ``u_t = expm1(p (l_t - max_t l_t))`` as ``chi^2 / (1 + chi^2)``
 with ``chi^2 = Var(u) / (1 + mean(u))^2`` (``= n sum pi^2 - 1``), so it is accurate for small
