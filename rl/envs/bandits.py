@@ -5,7 +5,8 @@ With one token per answer every power mean of the token ratios equals the token 
 so every p gives the same loss: the control experiment.
 
 Sequence bandit: the answer is y in [0, V)^T and a hidden target y* in [0, V)^T is fixed by
-``target_seed``. Clean rewards:
+``target_seed`` (an int, or ``"seed"``: drawn from the run's ``seed``, so that every seed of a
+study faces its own target and the variants of one seed share it). Clean rewards:
     "count":           r(y) = (1/T) sum_t [y_t = y*_t]      (fraction of matching positions)
     "all-or-nothing":  r(y) = prod_t [y_t = y*_t]
     "prefix":          r(y) = (1/T) max{k : y_1..y_k = y*_1..y*_k}  (longest correct prefix, as a fraction)
@@ -29,22 +30,47 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from rl.envs.base import Env
 from rl.policies.base import Policy
 from rl.policies.tabular import AutoregressivePolicy, TabularPolicy, context_ids
 
-__all__ = ["KArmedBandit", "SequenceBandit", "ContextualSequenceBandit", "NOISE_KINDS", "REWARD_KINDS"]
+__all__ = ["KArmedBandit", "SequenceBandit", "ContextualSequenceBandit", "NOISE_KINDS", "REWARD_KINDS",
+           "TARGET_FROM_SEED", "target_generator"]
 
 REWARD_KINDS = ("count", "all-or-nothing", "prefix")
 NOISE_KINDS = (None, "gaussian", "flip")
+#: the ``target_seed`` that draws the hidden target from the run's ``seed``
+TARGET_FROM_SEED = "seed"
+#: the stream of ``seed`` that the target is drawn from (the noise uses ``seed`` itself)
+_TARGET_STREAM = 1
 
 
 def _generator(seed: int) -> torch.Generator:
     g = torch.Generator()
     g.manual_seed(int(seed))
     return g
+
+
+def target_generator(target_seed: int | str, seed: int) -> torch.Generator:
+    """The generator the hidden target (or the arm order) is drawn from.
+
+    ``target_seed`` an int: that seed, whatever the run's. ``"seed"`` (:data:`TARGET_FROM_SEED`): a
+    stream derived from ``seed`` (numpy's ``SeedSequence([seed, 1])``, the same on every machine),
+    independent of the noise drawn from ``seed`` itself.
+    """
+    if target_seed == TARGET_FROM_SEED:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"target_seed={TARGET_FROM_SEED!r} draws the target from seed, which must be an int "
+                             f">= 0, got {seed!r}")
+        state = np.random.SeedSequence([seed, _TARGET_STREAM]).generate_state(1, np.uint64)[0]
+        return _generator(int(state >> np.uint64(1)))  # 63 bits: torch seeds are signed 64-bit
+    if isinstance(target_seed, bool) or not isinstance(target_seed, int):
+        raise ValueError(f"target_seed: expected an int or {TARGET_FROM_SEED!r} (drawn from the run's seed), "
+                         f"got {target_seed!r}")
+    return _generator(target_seed)
 
 
 class _EnumerableBandit(Env):
@@ -134,19 +160,20 @@ class KArmedBandit(_EnumerableBandit):
 
     Args:
         arms: K >= 2. means: optional explicit arm means (length K, in [0, 1] for "flip" noise).
-        target_seed: seeds the permutation of the default means. noise, noise_scale, seed: see
-            the module docstring.
+        target_seed: seeds the permutation of the default means (an int, or ``"seed"``: drawn from
+            ``seed``; see :func:`target_generator`). noise, noise_scale, seed: see the module docstring.
     """
 
     name = "bandit"
 
-    def __init__(self, arms: int = 10, means: list[float] | None = None, *, target_seed: int = 0,
+    def __init__(self, arms: int = 10, means: list[float] | None = None, *, target_seed: int | str = 0,
                  noise: str | None = None, noise_scale: float = 0.0, seed: int = 0):
         super().__init__(noise=noise, noise_scale=noise_scale, seed=seed)
         if arms < 2:
             raise ValueError(f"arms must be >= 2, got {arms}")
+        target = target_generator(target_seed, seed)
         if means is None:
-            perm = torch.randperm(arms, generator=_generator(target_seed))
+            perm = torch.randperm(arms, generator=target)
             mu = torch.linspace(0.0, 1.0, arms, dtype=torch.float64)[perm]
         else:
             if len(means) != arms:
@@ -166,12 +193,13 @@ class SequenceBandit(_EnumerableBandit):
 
     Args:
         vocab: V >= 2. length: T >= 1. reward: one of REWARD_KINDS ("count", "all-or-nothing", "prefix").
-        target_seed: seeds the hidden target. noise, noise_scale, seed: see the module docstring.
+        target_seed: seeds the hidden target (an int, or ``"seed"``: drawn from ``seed``; see
+            :func:`target_generator`). noise, noise_scale, seed: see the module docstring.
     """
 
     name = "seq-bandit"
 
-    def __init__(self, vocab: int = 8, length: int = 4, reward: str = "count", *, target_seed: int = 0,
+    def __init__(self, vocab: int = 8, length: int = 4, reward: str = "count", *, target_seed: int | str = 0,
                  noise: str | None = None, noise_scale: float = 0.0, seed: int = 0):
         super().__init__(noise=noise, noise_scale=noise_scale, seed=seed)
         if vocab < 2 or length < 1:
@@ -179,7 +207,7 @@ class SequenceBandit(_EnumerableBandit):
         if reward not in REWARD_KINDS:
             raise ValueError(f"reward must be one of {REWARD_KINDS}, got {reward!r}")
         self.vocab, self.length, self.reward_kind = vocab, length, reward
-        self.targets = torch.randint(0, vocab, (self.n_contexts, length), generator=_generator(target_seed))
+        self.targets = torch.randint(0, vocab, (self.n_contexts, length), generator=target_generator(target_seed, seed))
 
     @property
     def target(self) -> torch.Tensor:
@@ -206,7 +234,7 @@ class ContextualSequenceBandit(SequenceBandit):
     name = "contextual-bandit"
 
     def __init__(self, vocab: int = 8, length: int = 4, reward: str = "count", contexts: int = 4, *,
-                 target_seed: int = 0, noise: str | None = None, noise_scale: float = 0.0, seed: int = 0):
+                 target_seed: int | str = 0, noise: str | None = None, noise_scale: float = 0.0, seed: int = 0):
         if contexts < 2:
             raise ValueError(f"contexts must be >= 2, got {contexts}")
         self.n_contexts = contexts

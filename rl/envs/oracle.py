@@ -13,6 +13,12 @@ policy gradient theorem for a one-step episode).
 The environment must provide ``vocab``, ``length``, ``prompt_distribution()`` and
 ``mean_reward``; the bandits of rl.envs.bandits do.
 
+Which of the two exact routes applies is decided in one place, :func:`oracle_method`: the closed
+form below when the policy is factorized and the environment a sequence bandit (any length:
+V^T far beyond enumeration at T = 32), else enumeration when V^T <= ``max_answers``.
+:func:`supports_oracle` and :func:`exact_expected_reward` ask it; pass the policy to
+:func:`supports_oracle` to learn whether J is known for that policy.
+
 For a factorized policy (:class:`~rl.policies.tabular.TabularPolicy`) on a sequence bandit,
 J and grad J also have closed forms that need no enumeration (any length T):
 :func:`analytic_objective` and :func:`analytic_policy_gradient`. With
@@ -41,17 +47,50 @@ from rl.policies.base import Policy
 from rl.policies.tabular import TabularPolicy
 
 __all__ = ["enumerate_answers", "exact_expected_reward", "exact_policy_gradient", "supports_oracle",
-           "analytic_objective", "analytic_policy_gradient", "MAX_ANSWERS"]
+           "oracle_method", "analytic_objective", "analytic_policy_gradient", "MAX_ANSWERS", "ORACLE_METHODS"]
 
 MAX_ANSWERS = 65536
+#: the exact routes to J: the closed form of a factorized policy, and the sum over every answer
+ORACLE_METHODS = ("analytic", "enumeration")
 
 
-def supports_oracle(env: Env, max_answers: int = MAX_ANSWERS) -> bool:
-    """True when ``env`` exposes what enumeration needs and V^T <= max_answers."""
+def _enumerable(env: Env, max_answers: int) -> bool:
     need = ("vocab", "length", "prompt_distribution", "mean_reward")
-    if not all(hasattr(env, a) for a in need):
-        return False
-    return env.vocab ** env.length <= max_answers
+    return all(hasattr(env, a) for a in need) and env.vocab ** env.length <= max_answers
+
+
+def _analytic_mismatch(env: Env, policy: Policy) -> str | None:
+    """Why the closed forms do not apply to ``(env, policy)``, or None when they do."""
+    from rl.envs.bandits import SequenceBandit  # the bandits module imports nothing from here
+
+    if not isinstance(env, SequenceBandit):
+        return (f"analytic J needs a SequenceBandit (count, all-or-nothing or prefix reward), got "
+                f"{type(env).__name__}")
+    if not isinstance(policy, TabularPolicy):
+        return f"analytic J needs a factorized TabularPolicy, got {type(policy).__name__}"
+    if (policy.vocab, policy.length, policy.n_contexts) != (env.vocab, env.length, env.n_contexts):
+        return (f"policy (V={policy.vocab}, T={policy.length}, C={policy.n_contexts}) does not match the "
+                f"environment (V={env.vocab}, T={env.length}, C={env.n_contexts})")
+    return None
+
+
+def oracle_method(env: Env, policy: Policy | None = None, max_answers: int = MAX_ANSWERS) -> str | None:
+    """How J (and grad J) of ``policy`` on ``env`` is known exactly: ``"analytic"`` (a factorized
+    policy on a sequence bandit, any length), ``"enumeration"`` (V^T <= ``max_answers``), or None.
+
+    Without a policy only enumeration can be vouched for.
+    """
+    if policy is not None and _analytic_mismatch(env, policy) is None:
+        return "analytic"
+    if _enumerable(env, max_answers):
+        return "enumeration"
+    return None
+
+
+def supports_oracle(env: Env, max_answers: int = MAX_ANSWERS, *, policy: Policy | None = None) -> bool:
+    """True when J is known exactly: by enumeration (``env`` exposes what it needs and V^T <=
+    ``max_answers``) or, given ``policy``, by the closed forms (:func:`oracle_method`)."""
+    return oracle_method(env, policy, max_answers) is not None
 
 
 def enumerate_answers(vocab: int, length: int, max_answers: int = MAX_ANSWERS) -> torch.Tensor:
@@ -65,7 +104,7 @@ def enumerate_answers(vocab: int, length: int, max_answers: int = MAX_ANSWERS) -
 
 
 def _objective(env: Env, policy: Policy, max_answers: int) -> torch.Tensor:
-    if not supports_oracle(env, max_answers):
+    if not _enumerable(env, max_answers):
         raise ValueError(f"environment {getattr(env, 'name', env)!r} does not support exact enumeration "
                          f"(needs vocab, length, prompt_distribution, mean_reward and V^T <= {max_answers})")
     answers = enumerate_answers(env.vocab, env.length, max_answers)
@@ -80,15 +119,27 @@ def _objective(env: Env, policy: Policy, max_answers: int) -> torch.Tensor:
     return total
 
 
-def exact_expected_reward(env: Env, policy: Policy, max_answers: int = MAX_ANSWERS) -> float:
-    """J(theta) = E_c E_{y ~ pi(.|c)} rbar(c, y), exact by enumeration in float64."""
+def exact_expected_reward(env: Env, policy: Policy, max_answers: int = MAX_ANSWERS, *, method: str = "auto") -> float:
+    """J(theta) = E_c E_{y ~ pi(.|c)} rbar(c, y), exact in float64.
+
+    ``method``: ``"auto"`` (the route :func:`oracle_method` picks: the closed form for a factorized
+    policy on a sequence bandit, else enumeration), ``"analytic"`` or ``"enumeration"`` (forced, e.g.
+    to hold one against the other). Raises ValueError where the chosen route does not apply.
+    """
+    if method not in ("auto", *ORACLE_METHODS):
+        raise ValueError(f"method: expected 'auto' or one of {', '.join(ORACLE_METHODS)}, got {method!r}")
+    if method == "auto":
+        method = oracle_method(env, policy, max_answers) or "enumeration"  # enumeration says why not
+    if method == "analytic":
+        return analytic_objective(env, policy)
     pol = copy.deepcopy(policy).double()
     with torch.no_grad():
         return float(_objective(env, pol, max_answers))
 
 
 def exact_policy_gradient(env: Env, policy: Policy, max_answers: int = MAX_ANSWERS) -> dict[str, torch.Tensor]:
-    """grad_theta J(theta) per named parameter (float64, shaped like the parameter), by enumeration.
+    """grad_theta J(theta) per named parameter (float64, shaped like the parameter), by enumeration
+    (always: it is the reference the closed form :func:`analytic_policy_gradient` is held to).
 
     Parameters that J does not depend on get a zero gradient.
     """
@@ -102,16 +153,9 @@ def exact_policy_gradient(env: Env, policy: Policy, max_answers: int = MAX_ANSWE
 
 def _analytic(env: Env, policy: Policy) -> tuple[torch.Tensor, torch.Tensor]:
     """(J, dJ/dlogits [C, T, V]) in float64 by the closed forms of the module docstring."""
-    from rl.envs.bandits import SequenceBandit  # the bandits module imports nothing from here
-
-    if not isinstance(env, SequenceBandit):
-        raise ValueError(f"analytic J needs a SequenceBandit (count, all-or-nothing or prefix reward), got "
-                         f"{type(env).__name__}")
-    if not isinstance(policy, TabularPolicy):
-        raise ValueError(f"analytic J needs a factorized TabularPolicy, got {type(policy).__name__}")
-    if (policy.vocab, policy.length, policy.n_contexts) != (env.vocab, env.length, env.n_contexts):
-        raise ValueError(f"policy (V={policy.vocab}, T={policy.length}, C={policy.n_contexts}) does not match the "
-                         f"environment (V={env.vocab}, T={env.length}, C={env.n_contexts})")
+    why = _analytic_mismatch(env, policy)
+    if why is not None:
+        raise ValueError(why)
     T = env.length
     with torch.no_grad():
         logpi = torch.log_softmax(policy.logits.detach().double(), -1)  # [C, T, V]

@@ -12,8 +12,9 @@ or, with the options validated once (a trainer's loop)::
 Pure functions over tensors, no trainer state: they plug into any trainer (TRL, verl, the
 project's own). Sequence ratios come from :mod:`rl.losses.means` (power means via
 meantheory, recursive mean iteration, multi-scale means), adaptive p from
-:mod:`rl.losses.adaptive`, learnable p from :class:`LearnablePowerMean`, the clip from
-:mod:`rl.losses.clipping`, the diagnostics from :mod:`rl.losses.metrics`.
+:mod:`rl.losses.adaptive`, PMPO's p per sequence from :mod:`rl.losses.pmpo`, learnable p
+from :class:`LearnablePowerMean`, the clip from :mod:`rl.losses.clipping`, the diagnostics
+from :mod:`rl.losses.metrics`.
 """
 
 from rl.losses.adaptive import ADAPTIVE_PS, ADAPTIVE_SIGNALS, ADAPTIVE_THRESHOLDS, adaptive_signal, select_p
@@ -23,6 +24,7 @@ from rl.losses.config import CLIP_CENTERS, LEVELS, LossConfig
 from rl.losses.kl import KL_ESTIMATORS, kl_estimate
 from rl.losses.learnable import LearnablePowerMean
 from rl.losses.means import MEANS, multiscale_log_ratio, power_log_ratio, rmi_log_ratio, sequence_log_ratio
+from rl.losses.pmpo import pmpo_p
 from rl.losses.policy import loss_from_config, policy_loss
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "kl_estimate",
     "loss_from_config",
     "multiscale_log_ratio",
+    "pmpo_p",
     "policy_loss",
     "power_log_ratio",
     "rmi_log_ratio",

@@ -17,6 +17,12 @@ gives a loss of exactly 0 that still depends on the inputs (zero gradient), so a
 step never sees NaN. A sequence-level loss ``L_i`` is aggregated as the matrix
 ``L_it = L_i`` on the sequence's tokens (verl's broadcast): ``"seq-mean-token-mean"`` is then
 the plain mean over sequences (GSPO), ``"token-mean"`` weights sequence ``i`` by ``n_i``.
+
+Length weighting is this one choice, independent of the sequence mean's exponent p: with
+``"seq-mean-token-sum"`` a sequence-level loss counts ``n_i L_i`` (over the sequences), which is
+LUSPO (Liu et al., *Length-Unbiased Sequence Policy Optimization*, arXiv:2602.05261; TRL's
+``loss_type="luspo"``) at p = 0; holding ``agg`` fixed while p varies keeps length weighting out
+of a comparison of means.
 """
 
 from __future__ import annotations

@@ -160,6 +160,8 @@ class LossConfig:
                 raise ValueError(f"mean: level='token' has no sequence mean (got mean={self.mean!r})")
         if self.mean == "adaptive" and not _is_zero_float(self.p):
             raise ValueError("p: mean='adaptive' chooses p itself; leave p at 0.0")
+        if self.mean == "pmpo" and not _is_zero_float(self.p):
+            raise ValueError("p: mean='pmpo' chooses p itself (one per sequence); leave p at 0.0")
         if self.mean == "rmi" and not _is_zero_float(self.p):
             raise ValueError("p: mean='rmi' has no exponent (it iterates arithmetic and harmonic means); "
                              "leave p at 0.0")

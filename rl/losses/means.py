@@ -31,7 +31,8 @@ was level with the fused function it replaced (1.05x at T = 1024, 0.94-0.97x at 
 
 Also here: the recursive mean iteration of seed 000 (:func:`rmi_log_ratio`), the
 multi-scale mean (:func:`multiscale_log_ratio`), and :func:`sequence_log_ratio`, which picks
-one of them (or an adaptive p, :mod:`rl.losses.adaptive`) by name. Every function answers
+one of them (or an adaptive p, :mod:`rl.losses.adaptive`, or PMPO's p per sequence,
+:mod:`rl.losses.pmpo`) by name. Every function answers
 ``(log_s, pi)``: ``log_s`` ``[B]`` differentiable (0 for a row with no unmasked token, and for
 every row of a ``[B, 0]`` batch), ``pi`` ``[B, T]`` the detached per-token sensitivities
 ``d log s / d l`` (rows sum to 1; 0 on padding).
@@ -46,6 +47,7 @@ import torch
 
 import meantheory
 from rl.losses.adaptive import ADAPTIVE_PS, ADAPTIVE_THRESHOLDS, adaptive_signal, check_ps, check_thresholds, select_p
+from rl.losses.pmpo import pmpo_p
 
 __all__ = [
     "power_log_ratio",
@@ -222,7 +224,7 @@ def multiscale_log_ratio(
     return log_s, pi
 
 
-MEANS = ("power", "adaptive", "rmi", "multiscale")
+MEANS = ("power", "adaptive", "pmpo", "rmi", "multiscale")
 
 
 def sequence_log_ratio(
@@ -238,6 +240,7 @@ def sequence_log_ratio(
     log_lo: float = math.log(0.8),
     log_hi: float = math.log(1.2),
     row_sum: torch.Tensor | None = None,
+    clip_l: torch.Tensor | None = None,
     **opts: Any,
 ) -> tuple[torch.Tensor, torch.Tensor | None, Any, dict[str, torch.Tensor]]:
     """The sequence log-ratio of the chosen mean: ``(log_s [B], pi [B, T], p_in_force, extra)``.
@@ -246,6 +249,9 @@ def sequence_log_ratio(
     ``mean="adaptive"``: p chosen by :mod:`rl.losses.adaptive` from the signal ``adaptive_signal``
     (thresholds ``adaptive_thresholds``, exponents ``adaptive_ps``; ``adv_seq``, ``log_lo``,
     ``log_hi`` feed the ``"clip"`` signal); ``p`` must be left at 0.
+    ``mean="pmpo"``: one p per row in [0, 1] by PMPO's clip-aware ESS rule (:mod:`rl.losses.pmpo`)
+    from ``adv_seq``, ``log_lo``, ``log_hi`` and the clip fraction of ``clip_l`` (the unclipped
+    log-ratios when ``l`` are GMPO's clipped ones; default ``l``); ``p`` must be left at 0.
     ``mean="rmi"``: :func:`rmi_log_ratio` with ``rmi_steps`` (``p`` must be left at 0; no p in force).
     ``mean="multiscale"``: :func:`multiscale_log_ratio`, ``p`` across chunks of ``chunk_size``
     tokens, ``chunk_p`` within them.
@@ -267,6 +273,14 @@ def sequence_log_ratio(
         p_t = select_p(u, thr, ps)
         log_s, pi = power_log_ratio(l, mask, p_t.expand(l.shape[0]), check=check, n=n, weights=weights)
         return log_s, pi, p_t, {"adaptive_signal": u}
+    if mean == "pmpo":
+        if not zero_p:
+            raise ValueError("p: mean='pmpo' chooses p itself (one per sequence); leave p at 0.0")
+        if adv_seq is None:
+            raise ValueError("mean='pmpo' needs the sequence advantages (adv_seq): its clip fraction reads their signs")
+        p_rows, _ = pmpo_p(l, mask, adv_seq, log_lo, log_hi, clip_l=clip_l)
+        log_s, pi = power_log_ratio(l, mask, p_rows, check=check, n=n, weights=weights)
+        return log_s, pi, p_rows, {}
     if mean == "rmi":
         if not zero_p:
             raise ValueError("p: mean='rmi' has no exponent (it iterates arithmetic and harmonic means); leave p at 0.0")

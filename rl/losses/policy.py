@@ -108,7 +108,7 @@ def _sequence_ratio(b: Batch, config: LossConfig, l: torch.Tensor, weights: bool
     # checked by the loss (rl.losses.batch.value_checks), once.
     return sequence_log_ratio(l, b.mask, b.p if p is None else p, mean=config.mean, check=False, n=b.n,
                               weights=weights, adv_seq=b.a_seq, log_lo=win.lo, log_hi=win.hi, row_sum=row_sum,
-                              **config.mean_options)
+                              clip_l=b.l, **config.mean_options)
 
 
 def _window(b: Batch, config: LossConfig, p: Any) -> tuple[Bound, Bound]:
@@ -267,8 +267,8 @@ def policy_loss(
       log_clip_low, log_clip_high: clip bounds in log space (override ``eps_*``); ``lo <= 0 <= hi``.
       clip_center: ``"plain"`` or ``"bias-corrected"``.
       mean: ``"power"``, ``"adaptive"`` (``adaptive_signal``, ``adaptive_thresholds``,
-        ``adaptive_ps``), ``"rmi"`` (``rmi_steps``), ``"multiscale"`` (``chunk_size``,
-        ``chunk_p``); see :func:`sequence_log_ratio`.
+        ``adaptive_ps``), ``"pmpo"`` (p per sequence by PMPO's clip-aware ESS rule), ``"rmi"``
+        (``rmi_steps``), ``"multiscale"`` (``chunk_size``, ``chunk_p``); see :func:`sequence_log_ratio`.
       max_log_ratio: safety cap of the effective log-ratio (default 20; None: off).
       loss_scale_factor: the divisor of ``"seq-mean-token-sum-norm"`` (default ``T``).
       check: validate values (NaN/inf on unmasked tokens, NaN p, non-constant sequence
@@ -286,7 +286,7 @@ def policy_loss(
       sequences of ``1 / (n sum pi^2)`` in (0, 1]; for ``"token"`` the weights are the token
       ratios), ``approx_kl_old`` (k3) and ``approx_kl_old_k1`` (token means, KL(old || new)),
       ``n_seqs``, ``n_tokens``; ``p``, ``p_min``, ``p_max`` (the exponent in force, over
-      sequences) for power/adaptive/multiscale means; ``adaptive_signal``; ``kl_ref``;
+      sequences) for power/adaptive/pmpo/multiscale means; ``adaptive_signal``; ``kl_ref``;
       ``entropy``. Statistics over an empty set are NaN; the loss never is: a batch without
       tokens (all masked, or ``[B, 0]``) gives a loss of exactly 0 that depends on ``logp``
       with gradient 0.

@@ -5,7 +5,7 @@ the module)."""
 
 from rl.policies.base import Policy, Rollout, check_rollout
 from rl.policies.hf import HFPolicy, tiny_llama
-from rl.policies.tabular import AutoregressivePolicy, TabularPolicy
+from rl.policies.tabular import AutoregressivePolicy, TabularPolicy, perturbed_copy
 from rl.policies.tiny_lm import TinyLM, TinyLMConfig, TinyLMPolicy
 from rl.policies.warm_start import WarmStartSpec
 
@@ -20,5 +20,6 @@ __all__ = [
     "TinyLMPolicy",
     "WarmStartSpec",
     "check_rollout",
+    "perturbed_copy",
     "tiny_llama",
 ]

@@ -27,8 +27,9 @@ A study answers a question by running the trainer over a grid of *factors* x *se
 
 Factors with a special meaning:
 - ``variant``: a loss variant by name (see :data:`VARIANTS`; ``p=<number>`` for any power
-  mean at the sequence level; aliases ``gspo``, ``hmpo``, ``arithmetic``, ``grpo``), expanded
-  into the loss settings (level, p, mean, learnable p) it stands for.
+  mean at the sequence level, ``luspo-p=<number>`` for the same with LUSPO's length weighting;
+  aliases ``gspo``, ``hmpo``, ``arithmetic``, ``grpo``), expanded into the loss settings (level,
+  p, mean, agg, learnable p) it stands for.
 - ``clip``: the clip window, expanded into ``eps_low``/``eps_high``: ``"0.2"`` (PPO/GRPO),
   ``"gspo"`` (GSPO's 3e-4 / 4e-4 for sequence ratios), a number, or ``[low, high]``.
 - ``off_policy``: ``"ExM"`` (E epochs x M minibatches per batch of samples), or ``[E, M]``,
@@ -66,6 +67,7 @@ from rl.studies.plan import Plan, parse_plan
 __all__ = [
     "VARIANTS",
     "VARIANT_ALIASES",
+    "LUSPO_AGG",
     "CLIP_WINDOWS",
     "MIN_SEEDS_FOR_COMPARISON",
     "EXECUTORS",
@@ -85,6 +87,8 @@ MIN_SEEDS_FOR_COMPARISON = 5
 #: where a study's runs execute (rl.studies.runner); the CLI offers the same choices
 EXECUTORS = ("local", "ray", "inline")
 
+#: LUSPO's length weighting: a sequence-level loss counted once per token, averaged over sequences
+LUSPO_AGG = "seq-mean-token-sum"
 # Loss settings each named variant stands for (keys follow rl.losses.policy_loss and
 # rl.trainer.TrainConfig: "learnable_p" asks the trainer to hold p as a parameter and train it).
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -101,6 +105,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "learnable-p": {"level": "sequence", "p": 0.0, "mean": "power", "learnable_p": True},
     # the seeds' hierarchy, two scales: harmonic within phrases of 2 tokens, geometric across them
     "multiscale": {"level": "sequence", "p": 0.0, "mean": "multiscale", "chunk_size": 2, "chunk_p": -1.0},
+    # PMPO (arXiv:2601.22521): GMPO's token clip, then p per trajectory in [0, 1] (rl.losses.pmpo)
+    "pmpo": {"level": "gmpo", "p": 0.0, "mean": "pmpo"},
+    # LUSPO (arXiv:2602.05261): GSPO with each sequence's loss times its length; "luspo-p=<x>" is the
+    # same length weighting with the power mean of exponent x (rl.losses.aggregation)
+    "luspo": {"level": "sequence", "p": 0.0, "mean": "power", "agg": LUSPO_AGG},
 }
 VARIANT_ALIASES = {"gspo": "p=0", "hmpo": "p=-1", "arithmetic": "p=1", "grpo": "grpo-token",
                    "geometric": "p=0", "harmonic": "p=-1"}
@@ -108,7 +117,8 @@ VARIANT_ALIASES = {"gspo": "p=0", "hmpo": "p=-1", "arithmetic": "p=1", "grpo": "
 VARIANT_NAMES = {"p=1": "arithmetic", "p=0": "GSPO (geometric)", "p=-1": "HMPO (harmonic)",
                  "grpo-token": "GRPO (token level)", "gmpo": "GMPO", "adaptive": "adaptive mean",
                  "rmi": "recursive mean iteration", "learnable-p": "learnable p",
-                 "multiscale": "multi-scale mean"}
+                 "multiscale": "multi-scale mean", "pmpo": "PMPO (clip-aware p per sequence)",
+                 "luspo": "LUSPO (GSPO, length-weighted)"}
 
 # (eps_low, eps_high): GSPO clips sequence ratios in a far narrower window than PPO's tokens.
 CLIP_WINDOWS: dict[str, tuple[float, float]] = {
@@ -122,6 +132,7 @@ _PLAN_TABLES = ("endpoints", "claims", "controls", "regime", "confounds")
 # the trainer's value of a factor that a grid does not set (used in condition labels)
 FACTOR_DEFAULTS = {"clip": "0.2", "off_policy": "1x1", "policy_lag": "0", "reward_noise": "0"}
 _P_RE = re.compile(r"^p=([-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)$")
+_LUSPO_RE = re.compile(r"^luspo-(p=.*)$")
 
 
 def canonical_variant(name: str) -> str:
@@ -131,30 +142,36 @@ def canonical_variant(name: str) -> str:
     name = VARIANT_ALIASES.get(name.strip().lower(), name.strip())
     if name in VARIANTS:
         return name
-    m = _P_RE.match(name)
+    luspo = _LUSPO_RE.match(name)
+    m = _P_RE.match(luspo.group(1) if luspo else name)
     if m:
         p = float(m.group(1))
         if not math.isfinite(p):
             raise ValueError(f"variant {name!r}: p must be finite")
+        if luspo:
+            return "luspo" if p == 0 else f"luspo-p={p:g}"
         return f"p={p:g}"
     raise ValueError(
-        f"unknown variant {name!r}; known: {', '.join(VARIANTS)}, 'p=<number>', "
+        f"unknown variant {name!r}; known: {', '.join(VARIANTS)}, 'p=<number>', 'luspo-p=<number>', "
         f"aliases {', '.join(VARIANT_ALIASES)}"
     )
 
 
 def variant_settings(name: str) -> dict[str, Any]:
-    """Loss settings of a variant: {"level", "p", "mean"[, "learnable_p"]}. ValueError if unknown."""
+    """Loss settings of a variant: {"level", "p", "mean"[, "agg", "learnable_p", ...]}. ValueError if unknown."""
     name = canonical_variant(name)
     if name in VARIANTS:
         return dict(VARIANTS[name])
+    if name.startswith("luspo-"):
+        return {**VARIANTS["luspo"], "p": float(name[len("luspo-p="):])}
     return {"level": "sequence", "p": float(name[2:]), "mean": "power"}
 
 
 def variant_p(name: str) -> float | None:
-    """The fixed exponent p of a plain sequence-level power-mean variant, else None."""
+    """The fixed exponent p of a plain sequence-level power-mean variant, else None (a variant with
+    its own length weighting, such as LUSPO's, is not on the plain p axis)."""
     s = variant_settings(name)
-    if s["level"] == "sequence" and s["mean"] == "power" and not s.get("learnable_p"):
+    if s["level"] == "sequence" and s["mean"] == "power" and not s.get("learnable_p") and "agg" not in s:
         return float(s["p"])
     return None
 

@@ -118,6 +118,46 @@ def test_bad_inputs_raise_value_errors():
                                                     torch.ones(1, 4, dtype=torch.bool))
 
 
+# ---- a hidden target per seed -----------------------------------------------------------------------------
+
+def test_target_drawn_from_the_run_seed_is_shared_within_a_seed_and_differs_across_seeds():
+    from rl.envs import make_env
+
+    def target(seed, **kw):
+        return tuple(make_env("seq-bandit", seed=seed, vocab=8, length=8, target_seed="seed", **kw).target.tolist())
+
+    # The variants of one seed build their environment from the same options: the same target,
+    # whatever else they set (the reward noise has its own stream).
+    assert target(3) == target(3) == target(3, noise="gaussian", noise_scale=0.5)
+    targets = [target(s) for s in range(200)]
+    assert len(set(targets)) == 200  # 8^8 targets: a repeat among 200 would be a bug
+    # Uniform over the vocabulary: 1600 tokens in 8 bins, chi-square at a fixed draw.
+    counts = torch.bincount(torch.tensor(targets).reshape(-1), minlength=8).tolist()
+    assert stats.chisquare(counts).pvalue > 1e-3
+    # The default stays one fixed target for every seed (the committed studies').
+    assert {tuple(make_env("seq-bandit", seed=s, length=8).target.tolist()) for s in range(5)} == {
+        tuple(SequenceBandit(length=8, target_seed=0).target.tolist())}
+
+
+def test_arm_order_and_contextual_targets_can_follow_the_seed_too():
+    from rl.envs import make_env
+
+    orders = {tuple(make_env("bandit", seed=s, arms=6, target_seed="seed").means.tolist()) for s in range(12)}
+    assert len(orders) > 6
+    ctx = [make_env("contextual-bandit", seed=s, contexts=3, length=5, target_seed="seed").targets for s in (0, 1)]
+    assert not torch.equal(ctx[0], ctx[1])
+
+
+@pytest.mark.parametrize("target_seed, seed, match", [
+    ("run", 0, "target_seed"), (True, 0, "target_seed"), (1.5, 0, "target_seed"), ("seed", -1, "seed"),
+])
+def test_bad_target_seeds_raise(target_seed, seed, match):
+    with pytest.raises(ValueError, match=match):
+        SequenceBandit(target_seed=target_seed, seed=seed)
+    with pytest.raises(ValueError, match=match):
+        KArmedBandit(arms=3, target_seed=target_seed, seed=seed)
+
+
 # ---- longest correct prefix ----------------------------------------------------------------------------
 
 def test_prefix_reward_by_hand():

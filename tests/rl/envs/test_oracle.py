@@ -1,5 +1,5 @@
-"""rl/envs/oracle.py: enumeration of answers, exact J and grad J by enumeration, and the analytic
-J and grad J of a factorized policy.
+"""rl/envs/oracle.py: enumeration of answers, exact J and grad J by enumeration, the analytic
+J and grad J of a factorized policy, and which of the two routes exact_expected_reward takes.
 
 Closed forms used below (derived by hand, not read off the implementation):
 - uniform policy on [0, V)^T: E[count reward] = 1/V, E[all-or-nothing] = V^-T, and the K-armed
@@ -34,15 +34,22 @@ def test_enumerate_answers():
         enumerate_answers(10, 6)
 
 
-def test_exact_reward_of_uniform_policies():
+@pytest.mark.parametrize("method", ["auto", "enumeration", "analytic"])
+def test_exact_reward_of_uniform_policies(method):
     for v, t in [(2, 1), (4, 3), (7, 4)]:
         pol = TabularPolicy(v, t)
-        assert exact_expected_reward(SequenceBandit(v, t), pol) == pytest.approx(1 / v, rel=1e-12)
-        assert exact_expected_reward(SequenceBandit(v, t, "all-or-nothing"), pol) == pytest.approx(v**-t, rel=1e-12)
-    env = KArmedBandit(arms=4, means=[0.1, 0.7, 0.3, 0.2])
-    assert exact_expected_reward(env, TabularPolicy(4, 1)) == pytest.approx(0.325, rel=1e-12)
+        assert exact_expected_reward(SequenceBandit(v, t), pol, method=method) == pytest.approx(1 / v, rel=1e-12)
+        assert exact_expected_reward(SequenceBandit(v, t, "all-or-nothing"), pol, method=method) == pytest.approx(
+            v**-t, rel=1e-12)
     flip = SequenceBandit(4, 3, noise="flip", noise_scale=0.1)
-    assert exact_expected_reward(flip, TabularPolicy(4, 3)) == pytest.approx(0.9 * 0.25 + 0.1 * 0.75, rel=1e-12)
+    assert exact_expected_reward(flip, TabularPolicy(4, 3), method=method) == pytest.approx(0.9 * 0.25 + 0.1 * 0.75,
+                                                                                           rel=1e-12)
+    env = KArmedBandit(arms=4, means=[0.1, 0.7, 0.3, 0.2])  # not a sequence bandit: no closed form
+    if method == "analytic":
+        with pytest.raises(ValueError, match="SequenceBandit"):
+            exact_expected_reward(env, TabularPolicy(4, 1), method=method)
+    else:
+        assert exact_expected_reward(env, TabularPolicy(4, 1), method=method) == pytest.approx(0.325, rel=1e-12)
 
 
 @pytest.mark.parametrize("reward", ["count", "all-or-nothing"])
@@ -59,7 +66,8 @@ def test_exact_gradient_matches_softmax_closed_form(reward):
     else:
         j = float(hit.prod())
         closed = j * (onehot - pi)
-    assert exact_expected_reward(env, pol) == pytest.approx(j, rel=1e-12)
+    for method in ("enumeration", "analytic"):
+        assert exact_expected_reward(env, pol, method=method) == pytest.approx(j, rel=1e-12)
     g = exact_policy_gradient(env, pol)["logits"][0]
     torch.testing.assert_close(g, closed, rtol=1e-10, atol=1e-14)
 
@@ -86,10 +94,25 @@ def test_exact_gradient_of_contextual_and_autoregressive_policy_by_finite_differ
 
 
 def test_supports_oracle():
+    from rl.envs.oracle import oracle_method
+
     assert supports_oracle(SequenceBandit(8, 4))
     assert not supports_oracle(SequenceBandit(16, 8))
     with pytest.raises(ValueError, match="enumeration"):
-        exact_expected_reward(SequenceBandit(16, 8), TabularPolicy(16, 8))
+        exact_expected_reward(SequenceBandit(16, 8), TabularPolicy(16, 8), method="enumeration")
+    # Given the policy: a factorized one is known in closed form at any length, another only by
+    # enumeration, where that is possible.
+    long_env = SequenceBandit(8, 32, "prefix")
+    assert supports_oracle(long_env, policy=TabularPolicy(8, 32))
+    assert oracle_method(long_env, TabularPolicy(8, 32)) == "analytic"
+    assert not supports_oracle(long_env, policy=AutoregressivePolicy(8, 32))
+    with pytest.raises(ValueError, match="enumeration"):
+        exact_expected_reward(long_env, AutoregressivePolicy(8, 32))
+    assert oracle_method(SequenceBandit(3, 2), AutoregressivePolicy(3, 2)) == "enumeration"
+    assert oracle_method(KArmedBandit(arms=3), TabularPolicy(3, 1)) == "enumeration"
+    assert oracle_method(SequenceBandit(3, 2), TabularPolicy(3, 3)) == "enumeration"  # shapes differ
+    with pytest.raises(ValueError, match="method"):
+        exact_expected_reward(SequenceBandit(3, 2), TabularPolicy(3, 2), method="exact")
 
 
 # ---- the analytic objective of a factorized policy ------------------------------------------------------
@@ -108,7 +131,8 @@ def test_analytic_objective_and_gradient_equal_enumeration(reward, noise):
                                    noise_scale=0.2 if noise else 0.0)
     pol = TabularPolicy(3, 4, n_contexts=2, init_scale=1.0)
     # float64 sums of 162 products: agreement to a few ulps of J
-    assert analytic_objective(env, pol) == pytest.approx(exact_expected_reward(env, pol), rel=1e-13)
+    assert analytic_objective(env, pol) == pytest.approx(exact_expected_reward(env, pol, method="enumeration"),
+                                                         rel=1e-13)
     torch.testing.assert_close(analytic_policy_gradient(env, pol)["logits"], exact_policy_gradient(env, pol)["logits"],
                                rtol=1e-12, atol=1e-15)
 
@@ -136,6 +160,25 @@ def test_analytic_objective_at_lengths_beyond_enumeration():
         pol.logits[0, torch.arange(64), env.target] = 2.0
     q = torch.softmax(torch.tensor([2.0, 0.0, 0.0], dtype=torch.float64), 0)[0].item()
     assert analytic_objective(env, pol) == pytest.approx(q**64, rel=1e-12)
+
+
+@pytest.mark.parametrize("length", [4, 8, 16, 32])
+@pytest.mark.parametrize("reward", REWARD_KINDS)
+def test_exact_reward_at_study_lengths_uses_the_closed_form(length, reward):
+    # T up to 32 with V = 8 (8^32 answers): exact_expected_reward answers through the closed form;
+    # where enumeration is possible (T = 4) it agrees with it. Independent check at every T: the
+    # product form of all-or-nothing and the sums of the others from q_t = pi_t(y*_t) by hand.
+    torch.manual_seed(length)
+    env = SequenceBandit(vocab=8, length=length, reward=reward, target_seed="seed", seed=length)
+    pol = TabularPolicy(8, length, init_scale=1.5)
+    q = torch.softmax(pol.logits[0].detach().double(), -1).gather(-1, env.target[:, None]).squeeze(-1).tolist()
+    prefix_products = [float(torch.tensor(q[:k + 1], dtype=torch.float64).prod()) for k in range(length)]
+    want = {"count": sum(q) / length, "all-or-nothing": prefix_products[-1],
+            "prefix": sum(prefix_products) / length}[reward]
+    got = exact_expected_reward(env, pol)
+    assert got == pytest.approx(want, rel=1e-12)
+    if length == 4:
+        assert got == pytest.approx(exact_expected_reward(env, pol, method="enumeration"), rel=1e-13)
 
 
 def test_analytic_objective_rejects_what_it_cannot_compute():

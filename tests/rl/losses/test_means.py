@@ -1,4 +1,5 @@
-"""The sequence log-ratios of rl/losses/means.py: accuracy against mpmath, RMI, multi-scale means, order in p."""
+"""The sequence log-ratios of rl/losses/means.py: accuracy against mpmath, RMI, multi-scale means, order in p,
+continuity through p = 0 (HolderPO schedules) against HolderPO's own formula."""
 
 from __future__ import annotations
 
@@ -172,3 +173,103 @@ def test_zero_length_rows_give_zero_with_zero_gradient(p):
         assert log_s.tolist() == [0.0, 0.0] and pi.shape == (2, 0)
         (grad,) = torch.autograd.grad(log_s.sum(), lr)
         assert grad.shape == (2, 0)
+
+
+# --------------------------------------------------------------------------- p changing between calls
+# HolderPO (Chen et al., arXiv:2605.12058) anneals p through 0 during training. The loss must be
+# continuous there in value and gradient, for a Python float p (p == 0 takes GSPO's masked mean,
+# p != 0 meantheory) and for a 0-d tensor p a trainer updates in place.
+
+
+def _holder_batch(dtype):
+    g = torch.Generator().manual_seed(7)
+    B, T = 8, 16
+    old = -torch.rand(B, T, generator=g, dtype=F64) * 3
+    logp = old + 0.3 * torch.randn(B, T, generator=g, dtype=F64)  # within-sequence spread 0.3
+    lens = torch.tensor([16, 5, 11, 1, 16, 8, 13, 3])
+    mask = torch.arange(T)[None] < lens[:, None]
+    adv = torch.randn(B, generator=g, dtype=F64)
+    return logp.to(dtype), old.to(dtype), adv.to(dtype), mask
+
+
+def _loss_and_grad(logp, old, adv, mask, p):
+    lp = torch.where(mask, logp, NAN).requires_grad_()  # padding holds NaN and must not leak
+    loss, _ = policy_loss(lp, old, adv, mask, p=p)
+    (grad,) = torch.autograd.grad(loss, lp)
+    return loss.detach(), grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_loss_is_continuous_through_p_zero_for_float_and_tensor_p(dtype):
+    logp, old, adv, mask = _holder_batch(dtype)
+    loss0, grad0 = _loss_and_grad(logp, old, adv, mask, 0.0)  # GSPO's masked mean
+    eps = float(torch.finfo(dtype).eps)
+    scale = float(adv.abs().mean())  # the loss is a mean of -A s with s ~ 1
+    for p in (1e-9, -1e-9, torch.tensor(0.0, dtype=dtype), torch.tensor(1e-9), torch.tensor(-1e-9, dtype=F64)):
+        loss, grad = _loss_and_grad(logp, old, adv, mask, p)
+        # log s_p - log s_0 = p Var/2 + O(p^2) ~ 5e-11 here: below float32's rounding, and allowed
+        # on top of 64 ulps of rounding in float64.
+        tol = (64 * eps + 1e-9 * 0.1) * scale
+        assert abs(loss.item() - loss0.item()) <= tol, p
+        # The weights move by d pi_t / dp = pi_t (l_t - E_pi l) ~ 1e-9 x 0.6 relative at |p| = 1e-9.
+        torch.testing.assert_close(grad, grad0, rtol=0, atol=(64 * eps + 2e-9) * float(grad0.abs().max()))
+        assert (grad[~mask] == 0).all()
+
+
+def test_a_tensor_p_updated_in_place_between_calls_is_read_afresh():
+    from rl.losses import LossConfig, loss_from_config
+
+    logp, old, adv, mask = _holder_batch(F64)
+    p = torch.tensor(2.0, dtype=F64)
+    config = LossConfig.create(level="sequence", p=p)  # built once, as a trainer's loop does
+    for value in (2.0, 0.5, 1e-7, 0.0, -1e-7, -1.0):  # a HolderPO schedule from 2 down to -1
+        p.fill_(value)
+        got, m = loss_from_config(config, logp, old, adv, mask)
+        want, _ = policy_loss(logp, old, adv, mask, p=value)
+        assert m["p"] == value
+        assert got.item() == pytest.approx(want.item(), rel=1e-13, abs=1e-15)
+
+
+def holderpo_ratio(d: torch.Tensor, mask: torch.Tensor, p: float) -> torch.Tensor:
+    """HolderPO's sequence ratio, transcribed from YihangChen9/HolderPO ``train_zero_math_holder.py``
+    (commit 1d27a37, the learner's ``critic_type_modify == "holder"`` branch): for ``|p| < 1e-6``
+    ``exp(sum(d m) / (n + 1e-8))``, else ``(sum(exp(p d) m) / (n + 1e-8)).pow(1 / p)``."""
+    m = mask.to(d.dtype)
+    n = m.sum(-1, keepdim=True)
+    if abs(p) < 1e-6:
+        return torch.exp((d * m).sum(-1, keepdim=True) / (n + 1e-8)).squeeze(-1)
+    return ((torch.exp(p * d) * m).sum(-1, keepdim=True) / (n + 1e-8)).pow(1.0 / p).squeeze(-1)
+
+
+def holderpo_log_ratio_lse(d: torch.Tensor, mask: torch.Tensor, p: float) -> torch.Tensor:
+    """The same in log space, transcribed from HolderPO's ``alfworld/verl/trainer/ppo/core_algos.py``
+    (``masked_log_holder_mean``): the masked mean for ``|p| < 1e-6``, else ``(lse(p d) - log n) / p``."""
+    n = mask.sum(-1).to(d.dtype).clamp(min=1.0)
+    if abs(p) < 1e-6:
+        return (d * mask).sum(-1) / n
+    return (torch.logsumexp((d * p).masked_fill(~mask, -math.inf), -1) - torch.log(n)) / p
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_holderpo_jumps_at_its_switch_where_ours_is_continuous(dtype):
+    g = torch.Generator().manual_seed(3)
+    d = (0.3 * torch.randn(6, 16, generator=g, dtype=F64)).to(dtype)  # 16 tokens, spread 0.3
+    mask = torch.ones_like(d, dtype=torch.bool)
+    above, below = 1e-6, 1e-6 * (1 - 1e-3)  # either side of HolderPO's switch to the geometric mean
+    ours = power_log_ratio(d, mask, above)[0] - power_log_ratio(d, mask, below)[0]
+    theirs = torch.log(holderpo_ratio(d, mask, above) / holderpo_ratio(d, mask, below))
+    theirs_lse = holderpo_log_ratio_lse(d, mask, above) - holderpo_log_ratio_lse(d, mask, below)
+    # The true change is (above - below) Var/2 ~ 5e-11: ours moves by that plus a few ulps of log s.
+    eps = float(torch.finfo(dtype).eps)
+    assert ours.abs().max().item() <= 4 * eps + 1e-10
+    if dtype == torch.float32:
+        # exp(p d) = 1 + O(1e-7) is rounded to float32's 1.2e-7 steps, an error that .pow(1/p)
+        # multiplies by 1e6; the log-space form cancels log n against lse(p d) and divides by p.
+        assert theirs.abs().min().item() > 1e-3 and theirs_lse.abs().min().item() > 1e-3
+    else:
+        # float64 rounds finely; the jump left is the 1e-8 added to n: (n / (n + 1e-8))^(1/p).
+        np.testing.assert_allclose(theirs.numpy(), -1e-8 / 16 / above, rtol=1e-3)
+        # The log-space form is accurate in float64 (lse's ~1e-15 error over p = 1e-6: 1e-9): its jump is
+        # only the distance log M_p - log M_0 = p Var/2 + O(p^2) that the switch skips.
+        var = d.var(-1, unbiased=False).numpy()
+        np.testing.assert_allclose(theirs_lse.numpy(), above * var / 2, rtol=0, atol=1e-8 * var.min() + 1e-9)

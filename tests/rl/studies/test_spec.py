@@ -106,3 +106,31 @@ def test_the_learnable_p_variant_uses_the_trainers_field_name():
     s = variant_settings("learnable-p")
     assert s["learnable_p"] is True and "learnable_p" in {f.name for f in dataclasses.fields(rl.trainer.TrainConfig)}
     assert variant_p("learnable-p") is None and variant_p("hmpo") == -1.0
+
+
+@pytest.mark.parametrize("name, level, p, mean, agg", [
+    ("pmpo", "gmpo", 0.0, "pmpo", None),
+    ("luspo", "sequence", 0.0, "power", "seq-mean-token-sum"),
+    ("luspo-p=0", "sequence", 0.0, "power", "seq-mean-token-sum"),
+    ("luspo-p=-1.0", "sequence", -1.0, "power", "seq-mean-token-sum"),
+    ("luspo-p=0.5", "sequence", 0.5, "power", "seq-mean-token-sum"),
+])
+def test_newer_variants_expand_into_settings_the_trainer_accepts(name, level, p, mean, agg):
+    from rl.studies.spec import canonical_variant
+    from rl.studies.training import to_train_config
+
+    s = variant_settings(name)
+    assert (s["level"], s["p"], s["mean"], s.get("agg")) == (level, p, mean, agg)
+    cfg = to_train_config({"env": "seq-bandit", "steps": 1, **s})  # validates the loss settings
+    assert (cfg.level, cfg.p, cfg.loss_options.get("mean", "power"), cfg.agg) == (level, p, mean,
+                                                                                   agg or "seq-mean-token-mean")
+    # A length-weighted variant is not a point of the plain p axis the figures sweep.
+    assert variant_p(name) is None
+    assert canonical_variant(name) == {"luspo-p=0": "luspo", "luspo-p=-1.0": "luspo-p=-1"}.get(name, name)
+
+
+def test_luspo_names_are_checked_like_p_names():
+    with pytest.raises(ValueError, match="luspo-p=<number>"):
+        variant_settings("luspo-p=abc")
+    with pytest.raises(ValueError, match="must be finite"):
+        variant_settings("luspo-p=1e999")
