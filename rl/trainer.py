@@ -788,12 +788,12 @@ def exact_metrics(env: Env, policy: Policy) -> dict[str, float] | None:
 
     An environment with its own (rl.envs.base.ExactObjective; the tiny-LM tasks: J = the mean
     over a fixed held-out prompt set of pi(correct answer | prompt) by teacher forcing, with the
-    greedy accuracy beside it) is asked; otherwise J by enumeration (rl.envs.oracle) where the
-    answer space is small enough. ``exact_reward`` is J; other keys are logged beside it.
+    greedy accuracy beside it) is asked; otherwise J from rl.envs.oracle: the closed form for a
+    factorized policy at any length, else enumeration where the answer space is small enough. ``exact_reward`` is J; other keys are logged beside it.
     """
     if isinstance(env, ExactObjective):
         return dict(env.exact_metrics(policy))
-    if supports_oracle(env):
+    if supports_oracle(env, policy=policy):
         return {"exact_reward": exact_expected_reward(env, policy)}
     return None
 

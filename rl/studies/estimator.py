@@ -110,7 +110,8 @@ def variant_kwargs(name: str) -> dict[str, Any]:
     if name == CONTROL:
         return {"level": "is-product"}
     s = variant_settings(name)
-    if s.get("mean", "power") != "power" or s.get("learnable_p"):
+    # a variant with its own aggregation (LUSPO) would silently be measured under the study's
+    if s.get("mean", "power") != "power" or s.get("learnable_p") or "agg" in s:
         raise ValueError(f"variant {name!r}: the estimator study covers fixed power means, token-level GRPO, "
                          "GMPO and is-product")
     return {"level": s["level"], "p": float(s["p"])}

@@ -787,3 +787,16 @@ def test_resume_is_bit_exact_with_every_issue13_option(tmp_path):
     assert strip_time(read_metrics(tmp_path / "cut")) == strip_time(read_metrics(tmp_path / "full"))
     assert_same_params(resumed.policy, full.policy)
     assert all(r["log_ratio_spread"] > 0 for r in full.records)  # noise and reuse: the ratios spread
+
+
+def test_a_factorized_policy_logs_its_exact_reward_beyond_enumeration():
+    # V^T = 8^32 answers: J comes from the closed form of the factorized (tabular) policy, and it is the
+    # count reward's mean over positions of pi_t(y*_t), here recomputed by hand from the trained logits
+    cfg = TrainConfig(env="seq-bandit", env_kwargs={"vocab": 8, "length": 32}, steps=2, prompts_per_step=2,
+                      group_size=4, kl_every=0)
+    res = train(cfg)
+    assert all("exact_reward" in r for r in res.records)
+    env = res.env
+    pi = torch.softmax(res.policy.logits[0].detach().double(), -1)  # [T, V]
+    by_hand = float(pi.gather(-1, env.target[:, None]).mean())
+    assert res.summary["exact_reward_final"] == pytest.approx(by_hand, rel=1e-12)

@@ -50,7 +50,7 @@ def test_variant_names_map_to_loss_settings():
     assert variant_kwargs("grpo-token") == {"level": "token", "p": 0.0}
     assert variant_kwargs("gmpo") == {"level": "gmpo", "p": 0.0}
     assert variant_kwargs(CONTROL) == {"level": "is-product"}
-    for bad in ("rmi", "learnable-p"):
+    for bad in ("rmi", "learnable-p", "luspo"):
         with pytest.raises(ValueError, match="estimator study"):
             variant_kwargs(bad)
 
