@@ -142,9 +142,13 @@ def collect(records: Sequence[dict[str, Any]], spec: StudySpec) -> StudyData:
     failed = sorted(r["run_id"] for r in records if r.get("status") == "failed")
     recs: dict[str, dict[str, dict[int, list[dict[str, Any]]]]] = {}
     factors: dict[str, dict[str, str]] = {}
+    # a run's condition is the one the spec gives its config now: a result written before the spec
+    # gained a factor (a resumed, extended study) carries a cell without it
+    planned = {r.config_hash: r.cell for r in spec.runs()}
     for rec in ok:
-        label = cell_label(rec.get("cell", {}))
-        factors[label] = dict(rec.get("cell", {}))
+        cell = planned.get(rec.get("config_hash"), rec.get("cell", {}))
+        label = cell_label(cell)
+        factors[label] = dict(cell)
         recs.setdefault(label, {}).setdefault(rec["variant"], {}).setdefault(int(rec.get("seed", 0)), []).append(rec)
     values: dict[str, dict[str, dict[int, dict[str, EndpointValue]]]] = {}
     runs: list[dict[str, Any]] = []

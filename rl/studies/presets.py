@@ -120,7 +120,8 @@ BANDIT_REWARDS: dict[str, dict[str, Any]] = {
 BANDIT_OFF = {"off_policy": "4x4", "old_logp_noise": 0.3, "policy_lag": 2, "optimizer": "adamw", "clip": "0.2"}
 #: reuse 1x1 holds the optimizer updates equal: 16 x the steps of 4x4 (one update per step)
 REUSE_STEP_FACTOR = 16
-BANDIT_PRIMARY_VARIANTS = ["p=1", "p=0.5", "p=0", "p=-0.5", "p=-1", "grpo-token", "gmpo", "holderpo", "pmpo", "luspo"]
+BANDIT_PRIMARY_VARIANTS = ["p=1", "p=0.5", "p=0", "p=-0.5", "p=-1", "grpo-token", "gmpo", "holderpo", "pmpo", "luspo",
+                           "adaptive", "learnable-p", "multiscale"]
 BANDIT_PRIMARY_SEEDS = 16   # seeds 0..15 in the three reference cells
 BANDIT_AXIS_SEEDS = 8       # seeds 0..7 at the other levels of each axis (paired with the reference's 0..7)
 BANDIT_SGD_LR = 4.0         # plain SGD's rate (AdamW: 0.05), chosen on the pilot (prefix only)
@@ -130,7 +131,7 @@ def _where(reward: str, **change: Any) -> dict[str, Any]:
     """The condition filter of a reward's reference cell, with ``change`` applied."""
     r = BANDIT_REWARDS[reward]
     return {"env": "seq-bandit", "reward": reward, "seq_len": r["seq_len"], **BANDIT_OFF, "clip_center": "plain",
-            "lr": 0.05, **change}
+            "lr": 0.05, "reward_noise": 0, **change}
 
 
 _PRIMARY = [_where(r) for r in BANDIT_REWARDS]
@@ -171,6 +172,14 @@ BANDIT_PILOT: dict[str, Any] = {
         "p=-1": {0.05: 0.353, 0.1: 0.358, 0.2: 0.276, 0.4: 0.159, 0.8: 0.086},
         "eps": {"p=1": 0.22, "p=0": 0.30, "p=-1": 0.44},
     },
+    # the size of cross-machine arithmetic differences, measured as the largest endpoint change when every
+    # initial logit moves by one ulp (torch.nextafter), over p in {1, 0, -1} x seeds 0-3 of the three reference
+    # cells (36 run pairs; no sampled token flipped in any): J endpoints (auc, final, drawdown) and the
+    # samples-to-threshold endpoints (in samples, of budgets 320-960)
+    "reproducibility": {"largest_endpoint_change": 1.2e-7, "largest_samples_change": 1.1e-4, "safety_factor": 1000,
+                        "runs": 36, "note": "a perturbation that flips one sampled token would change that run like "
+                        "a new seed; none did here, and tests/rl/studies/test_preset_bandit.py checks that a "
+                        "shift of every run's J by 1000 x the measured change moves no verdict"},
     "cpu_s_per_run": "0.2-0.4 (count, all-or-nothing: 10 steps x 16 updates), 0.6-1.3 (prefix: 30 x 16), "
                      "1.4 (1x1 x 480 steps), measured on the shared 2-core machine",
 }
@@ -204,7 +213,12 @@ BANDIT_PLAN: dict[str, Any] = {
               ["auc", "final"], "better", _PRIMARY, "differences")
           for v, what in (("holderpo", "HolderPO (p annealed from 2 to -1)"), ("pmpo", "PMPO (clip-aware p per "
                           "trajectory)"), ("luspo", "LUSPO (GSPO weighted by length)"), ("gmpo", "GMPO"),
-                          ("grpo-token", "Token-level GRPO"))],
+                          ("grpo-token", "Token-level GRPO"), ("adaptive", "Adaptive mean selection"),
+                          ("multiscale", "The multi-scale mean"), ("learnable-p", "A learnable p"))],
+        {"id": "learnable-p-where-it-goes", "kind": "descriptive", "claim": "Where a learnable p (started at 0) "
+         "drives itself", "variant": "learnable-p", "endpoints": ["final_p"], "where": _PRIMARY, "figure": "learned_p"},
+        _factor("reward-noise-robustness", "HMPO is more robust than GSPO to noisy rewards (Gaussian noise of sd 0.5 "
+                "costs it less)", "reward_noise", ["auc"], "better"),
         _factor("off-policy-degree-effect", "The effect of the mean (p=-1 vs p=0) depends on sample reuse (1x1 vs "
                 "4x4 epochs x minibatches, optimizer updates held equal)", "off_policy", ["auc"],
                 levels=["1x1", "4x4"], carried=["steps"]),
@@ -293,6 +307,7 @@ def _bandit_grid() -> list[dict[str, Any]]:
     grids.append({**ref("prefix"), "optimizer": "sgd", "lr": BANDIT_SGD_LR, **axis})   # optimiser
     grids.append({**ref("prefix"), "clip": ["gspo", "calibrated"], **axis})            # clip windows
     grids.append({**ref("prefix"), "clip_center": "bias-corrected", **axis})
+    grids.append({**ref("prefix"), "reward_noise": 0.5, **axis})                      # noisy rewards
     # controls: on-policy without mismatch (equal updates to the count reference), and one-token answers
     grids.append({**ref("count"), "off_policy": "1x1", "old_logp_noise": 0.0, "policy_lag": 0,
                   "steps": BANDIT_REWARDS["count"]["steps"] * REUSE_STEP_FACTOR, "variant": core + ["grpo-token"],
@@ -319,11 +334,11 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "all-or-nothing (not additive). A reference off-policy condition (4 epochs x 4 minibatches, the "
                   "behaviour log-probs seen with N(0, 0.3^2) noise per token, a policy 2 steps stale, AdamW lr 0.05, "
                   "clip 0.2; 4 prompts x 8 samples per step; steps per reward chosen on pilot seeds so that nothing "
-                  "saturates) with 16 paired seeds and ten variants; from it, one axis at a time on 8 of those seeds "
+                  "saturates) with 16 paired seeds and thirteen variants; from it, one axis at a time on 8 of those seeds "
                   "with p in {1, 0, -1}: length T in {4, 8, 16, 32}, mismatch tau in {0, 0.3, 1}, staleness lag in "
                   "{0, 2, 4}, reuse 1x1 vs 4x4 with the optimizer updates held equal, plain SGD, and the clip window "
                   "(GSPO's 3e-4/4e-4, the bias-corrected centre, a window calibrated per p to an equal clip "
-                  "fraction). Controls: on-policy without mismatch and one-token answers. The metric is the exact "
+                  "fraction), and Gaussian reward noise (sd 0.5). Controls: on-policy without mismatch and one-token answers. The metric is the exact "
                   "expected reward J of the policy in closed form, so no sampling noise enters the curves.",
                   "baseline": "p=0", "metric": "exact_reward",
                   "plan_note": "endpoints, thresholds, margins and claims declared before the first real run, "
