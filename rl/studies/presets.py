@@ -3,24 +3,28 @@
 | preset  | what                                                             | runs  | time on 2 cores     |
 |---------|------------------------------------------------------------------|-------|---------------------|
 | smoke   | seq-bandit, p in {1, 0, -1}, off-policy 2x2, 5 seeds, 12 steps   |    15 | 8 s                 |
-| bandit  | K-armed control; seq-bandit: every variant off-policy, the core  |   267 | ~4 min idle         |
-|         | ones on-policy, GSPO clip window, lengths 2/4/6, policy lag 2,   |       | (453 CPU-s)         |
-|         | reward noise 0.5; 5-8 seeds, 40 steps, exact expected reward     |       |                     |
+| bandit  | seq-bandit, rewards count / prefix / all-or-nothing, random      |  1307 | ~7.5 min idle       |
+|         | target and initial policy per seed; reference cell 4x4, tau 0.3, |       | (902 CPU-s runs +   |
+|         | lag 2, 13 variants x 16 seeds per reward; axes on 8 seeds: T,    |       | 30 CPU-s report)    |
+|         | tau, lag, reuse at equal updates, SGD, clip windows, reward      |       |                     |
+|         | noise; controls on-policy and K-armed; exact J in closed form    |       |                     |
 | tiny-lm | tiny LM on 2-digit addition (SFT warm start, cached), p in       |    40 | ~2 min idle         |
 |         | {1, 0, -1}, GRPO token, GMPO; 2x2; 8 seeds; 80 steps; lr 5e-5    |       | (227 CPU-s) + SFT   |
 | full    | every variant x clip x off-policy x lag x length x noise,        | 15420 | a cluster: --executor|
 |         | 10 seeds, 300 steps                                              |       | ray --address auto  |
 
 Times measured on this project's 2-core machine (CPU seconds of the workers; wall time on a
-machine shared with other jobs was 8.4 min for bandit and 4.6 min for tiny-lm).
+machine shared with other jobs was 13.9 min for bandit, in two invocations, and 4.6 min for
+tiny-lm). The bandit study's cost: prefix runs (30 steps x 16 updates, ~1 CPU-s each) are half of
+it, count and all-or-nothing (10 x 16, ~0.35 CPU-s) a third, the equal-updates 1x1 runs the rest.
 
 ``bandit`` and ``tiny-lm`` form the default study that ``hmpo report`` runs (DEFAULT_STUDIES):
-about 6 minutes of 2 idle cores plus the one-time SFT warm start (about 1 minute) and the
+about 9.5 minutes of 2 idle cores plus the one-time SFT warm start (about 1 minute) and the
 theory (about 10 s). Every preset that compares variants has at least 5 seeds per variant
 (StudySpec.check enforces it). Paired on seeds, 5 seeds decide nothing: the exact sign-flip
-test cannot go below p = 2/32 = 0.0625; the compared cells have 8 (2/256 = 0.0078), enough
-for a family of up to 6 tests, and the on-policy and one-token controls keep 5, since they
-are checked bit for bit. Each preset declares its analysis plan (rl.studies.plan) below.
+test cannot go below p = 2/32 = 0.0625; the bandit study's reference cells have 16 (2/65536),
+its axis levels 8 (2/256 = 0.0078, paired with the reference's seeds 0-7), and the on-policy
+and one-token controls keep 5, since they are checked bit for bit. Each preset declares its analysis plan (rl.studies.plan) below.
 """
 
 from __future__ import annotations

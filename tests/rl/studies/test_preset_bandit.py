@@ -204,3 +204,40 @@ def test_an_arithmetic_sized_perturbation_of_every_run_changes_no_verdict(tmp_pa
     assert {v for v, _ in before.values()} - {"inconclusive"}, before   # the design decides something
     for pattern in ("towards-variant", "towards-baseline", "random"):
         assert _verdicts(spec, _perturbed(recs, delta, pattern)) == before, pattern
+
+
+def test_carried_factors_let_levels_pair_and_levels_restrict_the_contrast(tmp_path):
+    from rl.studies.analysis import analyze
+    from rl.studies.runner import load_results, run_study
+
+    grid = [{"variant": ["p=0", "p=-1"], "off_policy": "4x4", "steps": 20, "seeds": 6},
+            {"variant": ["p=0", "p=-1"], "off_policy": "1x1", "steps": 40, "seeds": 6},
+            {"variant": ["p=0", "p=-1"], "off_policy": "2x2", "steps": 30, "seeds": 6}]
+    inter = {"kind": "interaction", "variant": "p=-1", "factor": "off_policy", "endpoints": ["auc"], "supports": "differs"}
+    plan = {"endpoints": {"auc": {"kind": "mean", "margin": 0.01}},
+            "claims": [{"id": "carried", **inter, "carried": ["steps"], "levels": ["1x1", "4x4"]},
+                       {"id": "not-carried", **inter}]}
+    spec = parse_spec({"study": {"name": "carry", "metric": "exact_reward", "run_fn": _SYNTH},
+                       "base": {"synthetic_effect": 0.3, "synthetic_seed_sd": 0.05, "synthetic_run_noise": 0.004},
+                       "grid": grid, **plan})
+    run_study(spec, tmp_path, executor="inline", progress=False)
+    by = {f.id: f for f in analyze(list(load_results(tmp_path).values()), spec).findings}
+    (t,) = by["carried"].primary()          # one contrast, 1x1 -> 4x4 (2x2 left out by `levels`), no Page test
+    assert "off_policy 1x1 -> 4x4" in t.cell and t.n == 6
+    assert any("steps changes with off_policy" in n for n in by["carried"].notes)
+    assert by["not-carried"].primary() == ()  # the steps differ, so no two conditions differ in off_policy alone
+
+
+def test_levels_and_carried_are_checked():
+    base = {"study": {"name": "x", "metric": "exact_reward"}, "grid": [{"variant": ["p=0", "p=-1"], "seeds": 5,
+                                                                         "off_policy": ["1x1", "4x4"]}],
+            "endpoints": {"auc": {"kind": "mean", "margin": 0.01}}}
+    inter = {"id": "c", "kind": "interaction", "variant": "p=-1", "factor": "off_policy", "endpoints": ["auc"],
+             "supports": "differs"}
+    with pytest.raises(ValueError, match="at least 2 levels"):
+        parse_spec({**base, "claims": [{**inter, "levels": ["1x1"]}]})
+    with pytest.raises(ValueError, match="cannot also be 'carried'"):
+        parse_spec({**base, "claims": [{**inter, "carried": ["off_policy"]}]})
+    with pytest.raises(ValueError, match="belong to interaction claims"):
+        parse_spec({**base, "claims": [{"id": "d", "kind": "comparison", "variant": "p=-1", "endpoints": ["auc"],
+                                        "supports": "better", "levels": ["1x1", "4x4"]}]})
