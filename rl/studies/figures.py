@@ -239,7 +239,7 @@ def _ess(a: Analysis, path: Path) -> Path | None:
 def _sweep(a: Analysis, path: Path) -> Path | None:
     cells = [c for c in a.data.cells if c.control is None and sum(variant_p(v) is not None for v in c.variants) >= 3]
     # where sweep claims are declared, the conditions they judge (a study with many axes would crowd the panel)
-    sweeps = [cl for cl in a.data.spec.plan.claims if cl.kind == "sweep"]
+    sweeps = [cl for cl in a.data.spec.plan.claims if cl.kind == "sweep" and cl.where]
     if sweeps:
         cells = [c for c in cells if any(matches(c.factors, cl.where) for cl in sweeps)] or cells
     eps = [e for e, ep in a.data.spec.plan.endpoints.items() if ep.kind != "median" and e != "final_p"]

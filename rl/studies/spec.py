@@ -185,9 +185,11 @@ def variant_settings(name: str) -> dict[str, Any]:
 
 def variant_p(name: str) -> float | None:
     """The fixed exponent p of a plain sequence-level power-mean variant, else None (a variant with
-    its own length weighting, such as LUSPO's, is not on the plain p axis)."""
+    its own length weighting, such as LUSPO's, or a scheduled p, such as HolderPO's, is not on the plain
+    p axis)."""
     s = variant_settings(name)
-    if s["level"] == "sequence" and s["mean"] == "power" and not s.get("learnable_p") and "agg" not in s:
+    if (s["level"] == "sequence" and s["mean"] == "power" and not s.get("learnable_p") and "agg" not in s
+            and "p_schedule" not in s):
         return float(s["p"])
     return None
 

@@ -241,3 +241,10 @@ def test_levels_and_carried_are_checked():
     with pytest.raises(ValueError, match="belong to interaction claims"):
         parse_spec({**base, "claims": [{"id": "d", "kind": "comparison", "variant": "p=-1", "endpoints": ["auc"],
                                         "supports": "better", "levels": ["1x1", "4x4"]}]})
+
+
+def test_scheduled_and_length_weighted_variants_are_not_on_the_p_axis():
+    from rl.studies.spec import variant_p
+
+    assert variant_p("holderpo") is None and variant_p("luspo") is None and variant_p("learnable-p") is None
+    assert variant_p("p=-0.5") == -0.5 and variant_p("hmpo") == -1.0
