@@ -49,6 +49,7 @@ class Surrogate:
     pg: torch.Tensor  # 0-d policy-gradient loss, aggregated
     log_s: torch.Tensor | None = None  # [B] sequence log-ratio (None at level "token")
     pi: torch.Tensor | None = None  # [B, T] d log s / d l, when the level computed it
+    pi_sum_sq: torch.Tensor | None = None  # [B] sum_t pi_t^2, when the mean gave it without pi
     uniform_pi: bool = False  # pi is 1/n_i on each row's tokens (the geometric mean), not formed
     p_used: Any = None  # the exponent in force (float or tensor), None without one
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -122,7 +123,9 @@ def _add_clip_rows(rows: _Rows, clips: tuple[tuple[ClipFlags | None, str], ...],
 def _token_weight_ess(sur: Surrogate, b: Batch) -> torch.Tensor:
     """``1 / (n_i sum_t pi_it^2)`` [B], for weights ``pi`` that were formed (or the token ratios)."""
     n1 = b.n1
-    if sur.pi is not None:  # inf for a row without tokens, which the means leave out
+    if sur.pi_sum_sq is not None:  # inf for a row without tokens, which the means leave out
+        return (sur.pi_sum_sq * n1).reciprocal_()
+    if sur.pi is not None:
         return torch.linalg.vector_norm(sur.pi, dim=-1).square_().mul_(n1).reciprocal_()
     # Level "token": the weights are the token ratios, (sum r)^2 / (n sum r^2) in log space.
     lm = torch.where(b.mask, b.l, -math.inf)

@@ -72,7 +72,7 @@ from rl.losses.batch import Batch, prepare, value_checks
 from rl.losses.clipping import Bound, clip_log_ratio, window_shift
 from rl.losses.config import LossConfig
 from rl.losses.kl import kl_estimate
-from rl.losses.means import sequence_log_ratio
+from rl.losses.means import power_ratio, sequence_log_ratio
 from rl.losses.metrics import Surrogate, loss_metrics, read_back
 
 __all__ = ["SURROGATES", "loss_from_config", "policy_loss"]
@@ -98,17 +98,26 @@ def _geometric(b: Batch, config: LossConfig) -> bool:
     return config.mean == "power" and isinstance(b.p, float) and b.p == 0.0
 
 
-def _sequence_ratio(b: Batch, config: LossConfig, l: torch.Tensor, weights: bool, p: Any = None):
-    """``(log_s, pi, p_in_force, extra)`` of the configured mean over ``l`` [B, T] (``pi`` if ``weights``;
-    ``p`` overrides the batch's exponent)."""
+def _sequence_ratio(b: Batch, config: LossConfig, l: torch.Tensor, weights: bool, p: Any = None,
+                    sum_sq: bool = False):
+    """``(log_s, pi, p_in_force, extra, pi_sum_sq)`` of the configured mean over ``l`` [B, T] (``pi``
+    if ``weights``; ``sum_t pi_t^2`` [B] if ``sum_sq`` and the mean is a power mean, which gives it
+    without forming ``pi``; ``p`` overrides the batch's exponent)."""
     win = config.window
-    # The batch's masked row sums (which the checks and metrics read too) are the geometric mean's.
-    row_sum = b.row_sum if l is b.l and _geometric(b, config) else None
+    p = b.p if p is None else p
+    # The batch's masked row sums (which the checks and metrics read too) are the geometric mean's,
+    # and its mask as numbers, counts and zero-filled log-ratios feed the masked fast path.
+    own = l is b.l
     # check=False: the values meantheory would check (finite l on the mask, p not NaN) are
     # checked by the loss (rl.losses.batch.value_checks), once.
-    return sequence_log_ratio(l, b.mask, b.p if p is None else p, mean=config.mean, check=False, n=b.n,
-                              weights=weights, adv_seq=b.a_seq, log_lo=win.lo, log_hi=win.hi, row_sum=row_sum,
-                              clip_l=b.l, **config.mean_options)
+    if config.mean == "power":
+        r = power_ratio(l, b.mask, p, check=False, n=b.n, weights=weights, sum_sq=sum_sq,
+                        row_sum=b.row_sum if own and _geometric(b, config) else None, rows=b.rows if own else None)
+        return r.log_s, r.pi, p, {}, r.pi_sum_sq
+    log_s, pi, p_used, extra = sequence_log_ratio(l, b.mask, p, mean=config.mean, check=False, n=b.n,
+                                                  weights=weights or sum_sq, adv_seq=b.a_seq, log_lo=win.lo,
+                                                  log_hi=win.hi, clip_l=b.l, **config.mean_options)
+    return log_s, pi, p_used, extra, None
 
 
 def _window(b: Batch, config: LossConfig, p: Any) -> tuple[Bound, Bound]:
@@ -144,11 +153,12 @@ def sequence_surrogate(b: Batch, config: LossConfig) -> Surrogate:
 def _sequence_level(b: Batch, config: LossConfig, p: Any, unit: str) -> Surrogate:
     win = config.window
     geometric = _geometric(b, config)
-    log_s, pi, p_used, extra = _sequence_ratio(b, config, b.l, weights=config.metrics and not geometric, p=p)
+    log_s, pi, p_used, extra, sq = _sequence_ratio(b, config, b.l, weights=False, p=p,
+                                                   sum_sq=config.metrics and not geometric)
     lo, hi = _window(b, config, p_used)
     x, flags = clip_log_ratio(log_s, b.a_seq, lo=lo, hi=hi, log_c=win.log_c, cap=win.cap, flags=config.metrics)
     pg = _sequence_sum(-b.a_seq * torch.exp(x), b, config)
-    return Surrogate(pg=pg, log_s=log_s, pi=pi, uniform_pi=geometric, p_used=p_used, extra=extra,
+    return Surrogate(pg=pg, log_s=log_s, pi=pi, pi_sum_sq=sq, uniform_pi=geometric, p_used=p_used, extra=extra,
                      clips=((flags, unit),))
 
 
@@ -160,7 +170,7 @@ def sequence_token_surrogate(b: Batch, config: LossConfig) -> Surrogate:
         p = b.p.detach() if isinstance(b.p, torch.Tensor) else b.p
         return _sequence_level(b, config, p, "sequence-tokens")
     win = config.window
-    log_s, pi, p_used, extra = _sequence_ratio(b, config, b.l, weights=True)
+    log_s, pi, p_used, extra, _ = _sequence_ratio(b, config, b.l, weights=True)
     lo, hi = _window(b, config, p_used)
     ls = b.ls
     x_tok = log_s.detach().unsqueeze(-1) + (b.n.unsqueeze(-1) * pi) * (ls - ls.detach())
@@ -175,11 +185,11 @@ def gmpo_surrogate(b: Batch, config: LossConfig) -> Surrogate:
     win = config.window
     lc, tok_flags = clip_log_ratio(b.ls, b.a_seq.unsqueeze(-1), lo=win.lo, hi=win.hi, flags=config.metrics)
     geometric = _geometric(b, config)
-    log_s, pi, p_used, extra = _sequence_ratio(b, config, lc, weights=config.metrics and not geometric)
+    log_s, pi, p_used, extra, sq = _sequence_ratio(b, config, lc, weights=False, sum_sq=config.metrics and not geometric)
     x, seq_flags = clip_log_ratio(log_s, b.a_seq, lo=-math.inf, hi=math.inf, log_c=win.log_c, cap=win.cap,
                                   flags=config.metrics)
     pg = _sequence_sum(-b.a_seq * torch.exp(x), b, config)
-    return Surrogate(pg=pg, log_s=log_s, pi=pi, uniform_pi=geometric, p_used=p_used, extra=extra,
+    return Surrogate(pg=pg, log_s=log_s, pi=pi, pi_sum_sq=sq, uniform_pi=geometric, p_used=p_used, extra=extra,
                      clips=((tok_flags, "token"), (seq_flags, "sequence")))
 
 

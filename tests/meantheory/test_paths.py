@@ -33,6 +33,7 @@ import torch
 import meantheory
 from meantheory import dlog_power_mean_dp, log_power_mean, mean_weights
 from meantheory import reference as ref
+from meantheory import _inputs
 from meantheory._prepared import Prepared
 from rl.losses.means import power_log_ratio
 from tests.meantheory.mt_helpers import tol32, tol64
@@ -296,6 +297,7 @@ def _dw_tol(u_row, sup, w_sum, dw_exact, dtype) -> float:
 def _force_accelerator_branches(monkeypatch) -> None:
     """Compute every rare branch unconditionally, as on an accelerator with check=False."""
     monkeypatch.setattr(Prepared, "maybe", lambda pr, flags: True)
+    monkeypatch.setattr(_inputs, "free_reads", lambda device: False)
 
 
 def _grad_outputs(b: int, dtype) -> torch.Tensor:
