@@ -115,7 +115,7 @@ class MaskedPowerMean:
 
     value: torch.Tensor
     e: torch.Tensor  # m_i e^{z_i} [B, n], detached (0 on padding)
-    e_sum: torch.Tensor  # its row sums, 1 on empty rows (a safe divisor)
+    e_sum: torch.Tensor  # its row sums, MIN_LARGEST_TERM on empty rows (a safe divisor)
 
     def weights(self) -> torch.Tensor:
         """``pi = d log M_p / d u`` [B, n], detached (0 on padding and on empty rows)."""
@@ -150,16 +150,21 @@ def _forward(rows: MaskedRows, pf: float) -> tuple[torch.Tensor, torch.Tensor, t
     if _cheap_shift(filled.device):
         shift = filled.amax(-1) if plus else filled.amin(-1)
         e, e_sum = _exponentials(filled, rows.ones, shift, pf, clamp=False)
-        low = (e.amax(-1) < MIN_LARGEST_TERM) & (rows.count > 0)
-        if bool(low.any()):  # rare: a padded row whose support lies below -ln 2 / p (p > 0; mirrored for p < 0)
-            shift = torch.where(low, _exact_shift(rows, plus), shift)
-            e, e_sum = _exponentials(filled, rows.ones, shift, pf, clamp=True)
+        largest = e.amax(-1)
+        # One read: the smallest largest term (0 for an empty row, which is then asked again).
+        if largest.amin().item() < MIN_LARGEST_TERM:
+            low = (largest < MIN_LARGEST_TERM) & (rows.count > 0)
+            if bool(low.any()):  # rare: a padded row whose support lies below -ln 2 / p (p > 0; mirrored for p < 0)
+                shift = torch.where(low, _exact_shift(rows, plus), shift)
+                e, e_sum = _exponentials(filled, rows.ones, shift, pf, clamp=True)
     else:
         shift = _exact_shift(rows, plus)
         e, e_sum = _exponentials(filled, rows.ones, shift, pf, clamp=True)
     # log(0 / 0) = NaN for an empty row, the convention of log_power_mean
-    value = shift + torch.log(e_sum / rows.count) / pf
-    return value, e, torch.where(e_sum > 0, e_sum, 1.0)
+    value = torch.log(e_sum / rows.count).div_(pf).add_(shift)
+    # Every other row's sum is at least its largest term, >= MIN_LARGEST_TERM (1 with the exact
+    # shift): the clamp changes only empty rows (sum 0), into a safe divisor.
+    return value, e, e_sum.clamp_min_(MIN_LARGEST_TERM)
 
 
 class _MaskedPowerMeanFn(torch.autograd.Function):
@@ -171,10 +176,13 @@ class _MaskedPowerMeanFn(torch.autograd.Function):
         ctx.rows, ctx.pf = rows, pf
         ctx.save_for_backward(u, e, e_sum)
         ctx.mark_non_differentiable(e, e_sum)
+        ctx.set_materialize_grads(False)  # e and e_sum get no gradient: no zero tensors for them
         return value, e, e_sum
 
     @staticmethod
     def backward(ctx, g: torch.Tensor, _ge, _gs):  # type: ignore[override]
+        if g is None:  # the value was not used
+            return None, None, None
         u, e, e_sum = ctx.saved_tensors
         if torch.is_grad_enabled():
             # create_graph: the weights as a differentiable function of u (masked before the

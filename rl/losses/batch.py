@@ -80,7 +80,7 @@ class Batch:
         off the CPU, where the read would synchronise the device (then it is not asked)."""
         if not _inputs.free_reads(self.l.device):
             return None
-        return bool(torch.isfinite(self.l.detach().sum()))  # a sum that overflows says False: safe
+        return math.isfinite(self.l.detach().sum().item())  # a sum that overflows says False: safe
 
     @cached_property
     def ls(self) -> torch.Tensor:
@@ -93,6 +93,13 @@ class Batch:
     def rows(self) -> MaskedRows:
         """``l``'s :class:`meantheory.MaskedRows` (for the masked fast path of the power mean)."""
         return MaskedRows(mask=self.mask, ones=self.mask_f, count=self.n, filled=self.ls.detach())
+
+    @cached_property
+    def l_sum(self) -> torch.Tensor:
+        """``sum_it m_it l_it`` (0-d, detached): the row sums' total where they exist, else one reduction."""
+        if "row_sum" in self.__dict__:
+            return self.row_sum.detach().sum()
+        return self.ls.detach().sum()
 
     @cached_property
     def row_sum(self) -> torch.Tensor:
@@ -168,16 +175,21 @@ def prepare(
 
     wide = any(t is not None and t.dtype == torch.float64 for t in (logp, old_logp, advantages, ref_logp))
     dtype = torch.float64 if wide else torch.float32
-    lp = logp.to(dtype)
-    old = old_logp.detach().to(dtype)
+    lp = _as(logp, dtype)
+    old = _as(old_logp.detach(), dtype)
     # The counts from the 0/1 mask the loss needs anyway (exact below 2^24 tokens a row in float32).
     mask_f = mask.view(torch.uint8).to(dtype)
     return Batch(
         logp=lp, old_logp=old, l=lp - old, mask=mask, mask_f=mask_f, n=mask_f.sum(-1),
-        adv=advantages.detach().to(dtype), p=p,
-        ref_logp=None if ref_logp is None else ref_logp.detach().to(dtype),
-        entropy=None if entropy is None else entropy.to(dtype),
+        adv=_as(advantages.detach(), dtype), p=p,
+        ref_logp=None if ref_logp is None else _as(ref_logp.detach(), dtype),
+        entropy=None if entropy is None else _as(entropy, dtype),
     )
+
+
+def _as(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    # .to of a tensor already in the dtype returns it, but costs as much as a small kernel.
+    return t if t.dtype == dtype else t.to(dtype)
 
 
 @dataclass(frozen=True)
@@ -213,7 +225,7 @@ def value_checks(b: Batch, config: LossConfig) -> list[ValueCheck]:
     # l = logp - old_logp is finite exactly when both are (inf - inf and NaN propagate), so one
     # sum of the masked log-ratios checks both; none is needed where every entry of l is known
     # finite (Batch.l_finite, one sum read on a CPU).
-    checks = [] if b.l_finite else [ValueCheck(b.row_sum.detach().sum(), logp_or_old)]
+    checks = [] if b.l_finite else [ValueCheck(b.l_sum, logp_or_old)]
     if not b.per_token_adv:
         checks.append(ValueCheck(b.a_seq.sum(), _nonfinite_at("advantages", b.adv, b.nonempty, "for a sequence with tokens")))
     else:

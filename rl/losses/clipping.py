@@ -146,6 +146,16 @@ def clip_log_ratio(
     x_eff = torch.clamp(x, min=lower, max=_pick(neg, _min(c, cap), _min(hi, cap), x))
     if not flags:
         return x_eff, None
+    if not isinstance(lo, torch.Tensor) and not isinstance(hi, torch.Tensor) and log_c is None \
+            and (cap is None or hi <= cap):
+        # A float window, no dual clip, the cap above hi: the clamp raised x exactly where the low
+        # clip acted (A < 0, x < lo) and lowered it exactly where the high clip (A >= 0, x > hi)
+        # or the cap (A < 0, x > cap) did, so the flags compare x_eff with x (fewer kernels).
+        xd, xe = x.detach(), x_eff.detach()
+        down = xe < xd
+        return x_eff, ClipFlags(low=None if lo == -math.inf else xe > xd,
+                                high=None if hi == math.inf else down & (adv > 0), dual=None,
+                                cap=None if cap is None else down & neg)
     with torch.no_grad():
         xd = x.detach()
         # The dual clip and the cap act on the value after the low clip; a float lo <= 0 is below

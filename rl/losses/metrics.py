@@ -62,46 +62,55 @@ _CLIP_FIELDS = ("clip_frac_low", "clip_frac_high", "clip_frac_dual", "clip_frac_
 @dataclass(frozen=True)
 class Metrics:
     """The metrics before read-back: ``values`` (1-d parts, K values in all) named by ``names`` (a
-    name given several times is the sum of its parts), and ``known``: values fixed without computation."""
+    name given several times is the sum of its parts), and ``known``: values fixed without computation.
+
+    After the read (as doubles): a name in ``per_seq`` is divided by ``n_seqs``, one in ``per_tok``
+    by ``n_tokens`` (0/0 is NaN), ``neg`` names are negated, ``log_mean`` names lose
+    ``log n_seqs`` (a log-sum-exp becomes the log of a mean), and ``exp`` names are exponentiated:
+    arithmetic on a handful of numbers that costs nothing on the host and a kernel each on the device.
+    """
 
     names: tuple[str, ...]
     values: list[torch.Tensor]  # 1-d parts, concatenated at read-back
     known: dict[str, float]
     #: names read back as logs: the metric is exp of the value (clamped to +-700 first)
     exp: tuple[str, ...] = ("seq_ratio_mean", "seq_ratio_min", "seq_ratio_max")
+    per_seq: tuple[str, ...] = ()
+    per_tok: tuple[str, ...] = ()
+    neg: tuple[str, ...] = ()
+    log_mean: tuple[str, ...] = ()
 
 
 class _Rows:
-    """Per-sequence rows [B] whose means over sequences (``seq``) or over tokens (``tok``: the row
-    holds each sequence's sum over its tokens) are metrics: one reduction for all of them (a bool
-    row, a flag, is promoted to the dtype of the others by the stack)."""
+    """What the metrics reduce: per-sequence rows [B] averaged over the sequences with tokens
+    (``seq``: one stack, one masked sum), and 0-d totals (``tot``) divided after the read by the
+    number of tokens (``per_tok``) or taken as they are. A bool row (a flag) is promoted to the
+    dtype of the others by the stack."""
 
     def __init__(self) -> None:
         self.seq: dict[str, list[torch.Tensor]] = {}
-        self.tok: dict[str, list[torch.Tensor]] = {}
+        self.tot: list[tuple[str, torch.Tensor]] = []
+        self.per_tok: list[str] = []
 
-    @staticmethod
-    def _flat(rows: dict[str, list[torch.Tensor]]) -> tuple[list[str], list[torch.Tensor]]:
-        names = [k for k, vs in rows.items() for _ in vs]
-        return names, [v for vs in rows.values() for v in vs]
+    def token_total(self, name: str, v: torch.Tensor) -> None:
+        """``v`` (0-d) is a sum over tokens: the metric is its token mean."""
+        self.tot.append((name, v))
+        self.per_tok.append(name)
 
-    def means(self, b: Batch) -> tuple[list[str], list[torch.Tensor]]:
-        """``(names, [means over sequences [k1], means over tokens [k2]])``."""
-        names, out = [], []
-        seq_names, seq_rows = self._flat(self.seq)
-        if seq_rows:
-            # Rows without tokens weigh 0 and may hold inf (a p of +-inf): replace, then average.
-            out.append(torch.where(b.nonempty, torch.stack(seq_rows), 0.0).sum(-1) / b.n_seq)
-            names += seq_names
-        tok_names, tok_rows = self._flat(self.tok)
-        if tok_rows:
-            out.append(torch.stack(tok_rows).sum(-1) / b.n_tok)
-            names += tok_names
-        return names, out
+    def parts(self, b: Batch) -> tuple[list[str], list[torch.Tensor], list[str]]:
+        """``(names, [sums over sequences [k1]], per_seq names)``; the totals are stacked by the caller."""
+        seq_names = [k for k, vs in self.seq.items() for _ in vs]
+        if not seq_names:
+            return [], [], []
+        rows = [v for vs in self.seq.values() for v in vs]
+        # Rows without tokens weigh 0 and may hold inf (a p of +-inf, an ESS of 1/0): replaced.
+        sums = torch.where(b.nonempty, torch.stack(rows), 0.0).sum(-1)
+        return list(seq_names), [sums], seq_names
 
 
 def _add_clip_rows(rows: _Rows, clips: tuple[tuple[ClipFlags | None, str], ...], b: Batch) -> list[str]:
-    """Add each clip flag's row (see :data:`UNITS`); returns the clip fields no flag feeds (they are 0)."""
+    """Add each clip flag's row or total (see :data:`UNITS`); returns the clip fields no flag feeds
+    (they are 0)."""
     dtype = b.n.dtype
     fed: set[str] = set()
     for flags, unit in clips:
@@ -111,19 +120,20 @@ def _add_clip_rows(rows: _Rows, clips: tuple[tuple[ClipFlags | None, str], ...],
             if f is None:
                 continue
             fed.add(name)
-            if unit == "token":  # flags [B, T]: the tokens clipped in each row
-                rows.tok.setdefault(name, []).append((f & b.mask).view(torch.uint8).sum(-1, dtype=dtype))
+            if unit == "token":  # flags [B, T]: the clipped tokens
+                rows.token_total(name, (f & b.mask).view(torch.uint8).sum(dtype=dtype))
             elif unit == "sequence":
                 rows.seq.setdefault(name, []).append(f)
             else:  # "sequence-tokens": a clipped sequence counts its tokens
-                rows.tok.setdefault(name, []).append(f * b.n)
+                rows.token_total(name, torch.dot(f.to(dtype), b.n))
     return [name for name in _CLIP_FIELDS if name not in fed]
 
 
 def _token_weight_ess(sur: Surrogate, b: Batch) -> torch.Tensor:
-    """``1 / (n_i sum_t pi_it^2)`` [B], for weights ``pi`` that were formed (or the token ratios)."""
+    """``1 / (n_i sum_t pi_it^2)`` [B], for weights ``pi`` that were formed (or the token ratios);
+    inf (or NaN) on rows without tokens, which the means leave out."""
     n1 = b.n1
-    if sur.pi_sum_sq is not None:  # inf for a row without tokens, which the means leave out
+    if sur.pi_sum_sq is not None:
         return (sur.pi_sum_sq * n1).reciprocal_()
     if sur.pi is not None:
         return torch.linalg.vector_norm(sur.pi, dim=-1).square_().mul_(n1).reciprocal_()
@@ -144,11 +154,11 @@ def loss_metrics(
 ) -> Metrics:
     """Every metric of the module table, not yet read back (see :func:`read_back`).
 
-    Means over sequences and over tokens are formed from per-sequence rows [B] (a row's value,
-    or its sum over tokens) stacked and reduced together, so that their number adds few
-    operations; values fixed by the configuration (a float p, the geometric mean's ESS of 1, a
-    clip that cannot act) are not computed at all. ``kl``: the per-token KL estimate to the
-    reference when the loss formed it.
+    Means over sequences come from per-sequence rows [B] stacked and reduced together; means
+    over tokens from 0-d totals (a sum over every token: no per-row sums); both are divided by
+    their counts after the read, so that their number adds few operations. Values fixed by the
+    configuration (a float p, the geometric mean's ESS of 1, a clip that cannot act) are not
+    computed at all. ``kl``: the per-token KL estimate to the reference when the loss formed it.
     """
     rows = _Rows()
     known = dict.fromkeys(_add_clip_rows(rows, sur.clips, b), 0.0)
@@ -164,21 +174,22 @@ def loss_metrics(
         known.update(p=float(p), p_min=float(p), p_max=float(p))
     ls = b.ls
     lc = ls if max_log_ratio is None else ls.clamp_max(max_log_ratio)
-    rows.tok["approx_kl_old"] = [torch.expm1(lc).sub_(lc).sum(-1)]  # k3 = r - 1 - log r; 0 on padding
-    rows.tok["approx_kl_old_k1"] = [-b.row_sum]
+    rows.token_total("approx_kl_old", torch.expm1(lc).sub_(lc).sum())  # k3 = r - 1 - log r; 0 on padding
+    rows.token_total("approx_kl_old_k1", b.l_sum)  # negated after the read: k1 = -log r
     if kl is not None:
-        rows.tok["kl_ref"] = [torch.where(b.mask, kl, 0.0).sum(-1)]
+        rows.token_total("kl_ref", torch.where(b.mask, kl, 0.0).sum())
     if b.entropy is not None:
-        rows.tok["entropy"] = [torch.where(b.mask, b.entropy, 0.0).sum(-1)]
-    names, parts = rows.means(b)
+        rows.token_total("entropy", torch.where(b.mask, b.entropy, 0.0).sum())
+    names, parts, per_seq = rows.parts(b)
 
     # Sequence ratios from log-space reductions, exponentiated after read-back (Metrics.exp): the
     # ratio of a far-off-policy sequence overflows float32, its log does not.
     log_s = sur.log_s if sur.log_s is not None else b.row_sum / b.n1
     ne = b.nonempty
     below = torch.where(ne, log_s, -math.inf)
-    names += ["loss", "pg_loss", "n_seqs", "n_tokens", "seq_ratio_mean", "seq_ratio_min", "seq_ratio_max"]
-    parts.append(torch.stack([loss, sur.pg, b.n_seq, b.n_tok, torch.logsumexp(below, 0) - b.n_seq.log(),
+    tot_names = [name for name, _ in rows.tot]
+    names += ["loss", "pg_loss", "n_seqs", "n_tokens", *tot_names, "seq_ratio_mean", "seq_ratio_min", "seq_ratio_max"]
+    parts.append(torch.stack([loss, sur.pg, b.n_seq, b.n_tok, *(v for _, v in rows.tot), torch.logsumexp(below, 0),
                               torch.where(ne, log_s, math.inf).amin(0), below.amax(0)]))
     if isinstance(p, torch.Tensor):
         names += ["p_min", "p_max"]
@@ -186,7 +197,8 @@ def loss_metrics(
     if "adaptive_signal" in sur.extra:
         names.append("adaptive_signal")
         parts.append(sur.extra["adaptive_signal"].reshape(1))
-    return Metrics(names=tuple(names), values=parts, known=known)
+    return Metrics(names=tuple(names), values=parts, known=known, per_seq=tuple(per_seq),
+                   per_tok=tuple(rows.per_tok), neg=("approx_kl_old_k1",), log_mean=("seq_ratio_mean",))
 
 
 #: the order metrics are reported in (names not computed in a call are left out)
@@ -209,14 +221,22 @@ def read_back(checks: list[ValueCheck], metrics: Metrics | None) -> dict[str, fl
     parts = [torch.stack([c.value for c in checks])] if checks else []  # 0-d values without a graph
     if metrics is not None:
         parts += metrics.values
-    # One conversion and one read for every value (Python floats are doubles).
-    values = torch.cat(parts).to(torch.float64).tolist()
+    # One read for every value (Python floats are doubles: a float32 value converts exactly).
+    values = (parts[0] if len(parts) == 1 else torch.cat(parts)).tolist()
     raise_failed(checks, values[: len(checks)])
     if metrics is None:
         return {}
     got: dict[str, float] = {}
     for name, v in zip(metrics.names, values[len(checks):], strict=True):
         got[name] = got.get(name, 0.0) + v
+    n_seqs, n_tokens = got.get("n_seqs", math.nan), got.get("n_tokens", math.nan)
+    for names, count in ((metrics.per_seq, n_seqs), (metrics.per_tok, n_tokens)):
+        for name in names:
+            got[name] = got[name] / count if count else math.nan
+    for name in metrics.neg:
+        got[name] = -got[name]
+    for name in metrics.log_mean:
+        got[name] = got[name] - math.log(n_seqs) if n_seqs else math.nan
     for name in metrics.exp:
         got[name] = math.exp(min(max(got[name], -700.0), 700.0))  # NaN stays NaN
     got.update(metrics.known)

@@ -61,13 +61,14 @@ never reaches the loss or gradients. ``old_logp``, ``ref_logp`` and ``advantages
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from rl.losses.aggregation import aggregate_sequences, row_weights
+from rl.losses.aggregation import row_weights
 from rl.losses.batch import Batch, prepare, value_checks
 from rl.losses.clipping import Bound, clip_log_ratio, window_shift
 from rl.losses.config import LossConfig
@@ -88,8 +89,12 @@ def _token_sum(x: torch.Tensor, b: Batch, config: LossConfig) -> torch.Tensor:
 
 
 def _sequence_sum(seq_loss: torch.Tensor, b: Batch, config: LossConfig) -> torch.Tensor:
-    """``agg`` of a per-sequence loss [B] broadcast over each sequence's tokens."""
-    return aggregate_sequences(seq_loss, b.n, config.agg, b.T, loss_scale_factor=config.loss_scale_factor)
+    """``agg`` of a per-sequence loss [B] broadcast over each sequence's tokens
+    (:func:`rl.losses.aggregation.aggregate_sequences`). ``seq_loss`` must be finite on every row:
+    the levels' is ``-A_i exp(x_i)``, 0 on a row without tokens (``A = 0``, ``x = log s = 0``)."""
+    w = row_weights(b.n, config.agg, b.T, config.loss_scale_factor, times_n=True, nonempty=b.nonempty,
+                    n_seq=b.n_seq)
+    return torch.dot(seq_loss, w)
 
 
 def _geometric(b: Batch, config: LossConfig) -> bool:
@@ -307,5 +312,24 @@ def policy_loss(
     """
     ref_logp = options.pop("ref_logp", None)
     entropy = options.pop("entropy", None)
-    config = LossConfig.create(level=level, p=p, eps_low=eps_low, eps_high=eps_high, agg=agg, **options)
-    return loss_from_config(config, logp, old_logp, advantages, mask, ref_logp=ref_logp, entropy=entropy)
+    options.update(level=level, p=p, eps_low=eps_low, eps_high=eps_high, agg=agg)
+    return loss_from_config(_config(options), logp, old_logp, advantages, mask, ref_logp=ref_logp, entropy=entropy)
+
+
+def _config(options: dict[str, Any]) -> LossConfig:
+    """``LossConfig.create(**options)``, remembered for options that are plain values (a trainer
+    calls with the same ones every step; validating them costs as much as a few kernels)."""
+    try:
+        # the type is part of the key: True == 1 == 1.0 hash alike, but only 1.0 is a valid p
+        key = tuple(sorted((k, type(v), v) for k, v in options.items()))
+        hash(key)
+    except TypeError:  # a tensor p, a LearnablePowerMean, a list: built afresh
+        return LossConfig.create(**options)
+    if any(isinstance(v, torch.Tensor | torch.nn.Module) for v in options.values()):
+        return LossConfig.create(**options)
+    return _cached_config(key)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_config(key: tuple) -> LossConfig:
+    return LossConfig.create(**{k: v for k, _, v in key})
