@@ -74,13 +74,19 @@ class MaskedRows:
 
     ``mask`` bool (True = support); ``ones`` the mask as 1/0 in the compute dtype; ``count``
     ``[B]`` support sizes in the compute dtype; ``filled`` the log-values with 0 off the
-    support, detached. Build it with :meth:`of` unless the pieces are at hand.
+    support, detached; ``nonempty`` (``count > 0``) when the caller holds it. Build it with
+    :meth:`of` unless the pieces are at hand.
     """
 
     mask: torch.Tensor
     ones: torch.Tensor
     count: torch.Tensor
     filled: torch.Tensor
+    nonempty: torch.Tensor | None = None
+
+    def rows_with_support(self) -> torch.Tensor:
+        """``count > 0`` [B]."""
+        return self.count > 0 if self.nonempty is None else self.nonempty
 
     @classmethod
     def of(cls, u: torch.Tensor, mask: torch.Tensor) -> MaskedRows:
@@ -140,7 +146,7 @@ def _exact_shift(rows: MaskedRows, plus: bool) -> torch.Tensor:
     """The support's max (p > 0) or min (p < 0) per row; 0 for an empty row."""
     ext = torch.where(rows.mask, rows.filled, -math.inf if plus else math.inf)
     m = ext.amax(-1) if plus else ext.amin(-1)
-    return torch.where(rows.count > 0, m, 0.0)
+    return torch.where(rows.rows_with_support(), m, 0.0)
 
 
 def _forward(rows: MaskedRows, pf: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -153,7 +159,7 @@ def _forward(rows: MaskedRows, pf: float) -> tuple[torch.Tensor, torch.Tensor, t
         largest = e.amax(-1)
         # One read: the smallest largest term (0 for an empty row, which is then asked again).
         if largest.amin().item() < MIN_LARGEST_TERM:
-            low = (largest < MIN_LARGEST_TERM) & (rows.count > 0)
+            low = (largest < MIN_LARGEST_TERM) & rows.rows_with_support()
             if bool(low.any()):  # rare: a padded row whose support lies below -ln 2 / p (p > 0; mirrored for p < 0)
                 shift = torch.where(low, _exact_shift(rows, plus), shift)
                 e, e_sum = _exponentials(filled, rows.ones, shift, pf, clamp=True)

@@ -92,7 +92,8 @@ class Batch:
     @cached_property
     def rows(self) -> MaskedRows:
         """``l``'s :class:`meantheory.MaskedRows` (for the masked fast path of the power mean)."""
-        return MaskedRows(mask=self.mask, ones=self.mask_f, count=self.n, filled=self.ls.detach())
+        return MaskedRows(mask=self.mask, ones=self.mask_f, count=self.n, filled=self.ls.detach(),
+                          nonempty=self.nonempty)
 
     @cached_property
     def l_sum(self) -> torch.Tensor:
