@@ -1,7 +1,8 @@
 """Forward+backward time of rl.losses.policy_loss against GSPO as TRL computes it, metrics included.
 
-Same tensors, same run, interleaved repetitions (each repetition times every variant once, in
-rotating order, so drifting machine load hits them alike); the table reports ratios of medians.
+Same tensors, same run, interleaved repetitions (each repetition times every variant once, in a
+fresh seeded random order, so drifting machine load and the leftovers of the variant timed just
+before hit them alike); the table reports ratios of medians.
 
 The peer is TRL's ``GRPOTrainer._compute_loss`` (trl 1.16, ``trl/trainer/grpo_trainer.py``) with
 ``importance_sampling_level="sequence"``, ``loss_type="grpo"``, ``beta=0``, eps 3e-4 / 4e-4 (GSPO's
@@ -30,6 +31,7 @@ Never asserts timings.
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import sys
 import time
@@ -144,8 +146,13 @@ def time_all(fns: dict[str, Callable[[], torch.Tensor]], logp: torch.Tensor, rep
         for n in names:
             once(fns[n])
     times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(reps):
-        order = names[r % len(names):] + names[: r % len(names)]
+    # A fresh random order each repetition (seeded): a rotation keeps every variant behind the same
+    # neighbour, whose leftovers (caches, the allocator's free lists) then bias it the same way
+    # every time; a shuffle spreads that over all neighbours alike.
+    rng = random.Random(0)
+    for _ in range(reps):
+        order = names[:]
+        rng.shuffle(order)
         for n in order:
             times[n].append(once(fns[n]))
     return times

@@ -74,8 +74,9 @@ class MaskedRows:
 
     ``mask`` bool (True = support); ``ones`` the mask as 1/0 in the compute dtype; ``count``
     ``[B]`` support sizes in the compute dtype; ``filled`` the log-values with 0 off the
-    support, detached; ``nonempty`` (``count > 0``) when the caller holds it. Build it with
-    :meth:`of` unless the pieces are at hand.
+    support, detached; ``nonempty`` (``count > 0``) when the caller holds it, and
+    ``every_row_nonempty`` when it knows that every row has support. Build it with :meth:`of`
+    unless the pieces are at hand.
     """
 
     mask: torch.Tensor
@@ -83,6 +84,7 @@ class MaskedRows:
     count: torch.Tensor
     filled: torch.Tensor
     nonempty: torch.Tensor | None = None
+    every_row_nonempty: bool = False  # the caller knows that no row is empty
 
     def rows_with_support(self) -> torch.Tensor:
         """``count > 0`` [B]."""
@@ -135,7 +137,9 @@ class MaskedPowerMean:
 def _exponentials(filled: torch.Tensor, ones: torch.Tensor, shift: torch.Tensor, pf: float,
                   clamp: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """``(m e^{p (u - c)}, row sums)``; ``clamp``: exponents on padding may be > 0 (an exact shift)."""
-    z = (filled - shift.unsqueeze(-1)).mul_(pf)
+    c = shift.unsqueeze(-1)
+    # p = +-1: the product is exact, so it is left out (p u - p c as u - c or c - u, one kernel)
+    z = filled - c if pf == 1.0 else c - filled if pf == -1.0 else (filled - c).mul_(pf)
     if clamp:
         z = z.clamp_max_(0.0)  # only padding can exceed 0: its exponential is masked anyway
     e = torch.exp_(z).mul_(ones)
@@ -167,7 +171,8 @@ def _forward(rows: MaskedRows, pf: float) -> tuple[torch.Tensor, torch.Tensor, t
         shift = _exact_shift(rows, plus)
         e, e_sum = _exponentials(filled, rows.ones, shift, pf, clamp=True)
     # log(0 / 0) = NaN for an empty row, the convention of log_power_mean
-    value = torch.log(e_sum / rows.count).div_(pf).add_(shift)
+    lse = torch.log(e_sum / rows.count)
+    value = lse.add_(shift) if pf == 1.0 else torch.sub(shift, lse) if pf == -1.0 else lse.div_(pf).add_(shift)
     # Every other row's sum is at least its largest term, >= MIN_LARGEST_TERM (1 with the exact
     # shift): the clamp changes only empty rows (sum 0), into a safe divisor.
     return value, e, e_sum.clamp_min_(MIN_LARGEST_TERM)

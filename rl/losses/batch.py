@@ -93,7 +93,7 @@ class Batch:
     def rows(self) -> MaskedRows:
         """``l``'s :class:`meantheory.MaskedRows` (for the masked fast path of the power mean)."""
         return MaskedRows(mask=self.mask, ones=self.mask_f, count=self.n, filled=self.ls.detach(),
-                          nonempty=self.nonempty)
+                          nonempty=self.nonempty, every_row_nonempty=self.every_row_nonempty)
 
     @cached_property
     def l_sum(self) -> torch.Tensor:
@@ -113,10 +113,19 @@ class Batch:
         return self.a_seq.unsqueeze(-1) if not self.per_token_adv else torch.where(self.mask, self.adv, 0.0)
 
     @cached_property
+    def every_row_nonempty(self) -> bool:
+        """Whether every sequence has a token, known where a read is free (a CPU; one read): then
+        the masking of empty rows (advantages, sequence ratios, weights of the mean over
+        sequences) is skipped. False where unknown (on an accelerator)."""
+        if not _inputs.free_reads(self.n.device) or self.n.shape[0] == 0:
+            return False
+        return self.n.amin().item() > 0
+
+    @cached_property
     def a_seq(self) -> torch.Tensor:
         """One advantage per sequence [B] (a ``[B, T]`` advantage's token mean); 0 for an empty row."""
         if not self.per_token_adv:
-            return torch.where(self.nonempty, self.adv, 0.0)
+            return self.adv if self.every_row_nonempty else torch.where(self.nonempty, self.adv, 0.0)
         return self.a_tok.sum(-1) / self.n1
 
 

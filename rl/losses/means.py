@@ -161,7 +161,8 @@ def power_ratio(
         if rows is None:
             rows = meantheory.MaskedRows.of(l, mask)
         rec = meantheory.masked_log_power_mean(l, p, rows)
-        log_s = torch.where(rows.rows_with_support(), rec.value, 0.0)  # meantheory's NaN for an empty row
+        # meantheory's NaN for an empty row becomes 0 (no where where the caller knows there is none)
+        log_s = rec.value if rows.every_row_nonempty else torch.where(rows.rows_with_support(), rec.value, 0.0)
         return PowerRatio(log_s, rec.weights() if weights else None, rec.sum_sq_weights() if sum_sq else None)
     if isinstance(p, torch.Tensor):
         if not p.requires_grad:

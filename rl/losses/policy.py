@@ -92,6 +92,11 @@ def _sequence_sum(seq_loss: torch.Tensor, b: Batch, config: LossConfig) -> torch
     """``agg`` of a per-sequence loss [B] broadcast over each sequence's tokens
     (:func:`rl.losses.aggregation.aggregate_sequences`). ``seq_loss`` must be finite on every row:
     the levels' is ``-A_i exp(x_i)``, 0 on a row without tokens (``A = 0``, ``x = log s = 0``)."""
+    if config.agg == "seq-mean-token-mean":
+        # GSPO's mean over the sequences with tokens: an empty row's term is exactly 0, so the sum
+        # needs no mask, and its count is B where every row is known to have tokens (the same
+        # division either way: the same bits on every device).
+        return seq_loss.sum() / (float(b.n.shape[0]) if b.every_row_nonempty else b.n_seq.clamp(min=1.0))
     w = row_weights(b.n, config.agg, b.T, config.loss_scale_factor, times_n=True, nonempty=b.nonempty,
                     n_seq=b.n_seq)
     return torch.dot(seq_loss, w)
