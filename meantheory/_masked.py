@@ -28,6 +28,8 @@ exponentiated), and a large shift would drive the sum to the subnormal range. Th
 exponential of the row, exactly 1 with the exact shift, measures it: a row whose largest
 exponential is below :data:`MIN_LARGEST_TERM` (1/2) is recomputed with the exact extreme of its
 support, found from the bool mask, so no row carries more than ``ln 2`` eps of extra error.
+(The largest terms are looked at only where some row's mean term, which the value needs
+anyway, is below 1/2: a mean of at least 1/2 implies a largest term of at least 1/2.)
 On a CPU that test is one read; on an accelerator, where a read synchronises the device, the
 exact extreme is used for every row from the start (``_cheap_shift``), and the exponents on
 padding are clamped to 0 before they are masked.
@@ -160,18 +162,21 @@ def _forward(rows: MaskedRows, pf: float) -> tuple[torch.Tensor, torch.Tensor, t
     if _cheap_shift(filled.device):
         shift = filled.amax(-1) if plus else filled.amin(-1)
         e, e_sum = _exponentials(filled, rows.ones, shift, pf, clamp=False)
-        largest = e.amax(-1)
-        # One read: the smallest largest term (0 for an empty row, which is then asked again).
-        if largest.amin().item() < MIN_LARGEST_TERM:
-            low = (largest < MIN_LARGEST_TERM) & rows.rows_with_support()
+        mean = e_sum / rows.count
+        # One read: a row whose mean term is >= 1/2 has a largest term >= 1/2; only where some
+        # row's is not (or is NaN: an empty row) are the largest terms themselves looked at.
+        if not mean.amin().item() >= MIN_LARGEST_TERM:
+            low = (e.amax(-1) < MIN_LARGEST_TERM) & rows.rows_with_support()
             if bool(low.any()):  # rare: a padded row whose support lies below -ln 2 / p (p > 0; mirrored for p < 0)
                 shift = torch.where(low, _exact_shift(rows, plus), shift)
                 e, e_sum = _exponentials(filled, rows.ones, shift, pf, clamp=True)
+                mean = e_sum / rows.count
     else:
         shift = _exact_shift(rows, plus)
         e, e_sum = _exponentials(filled, rows.ones, shift, pf, clamp=True)
+        mean = e_sum / rows.count
     # log(0 / 0) = NaN for an empty row, the convention of log_power_mean
-    lse = torch.log(e_sum / rows.count)
+    lse = torch.log_(mean)
     value = lse.add_(shift) if pf == 1.0 else torch.sub(shift, lse) if pf == -1.0 else lse.div_(pf).add_(shift)
     # Every other row's sum is at least its largest term, >= MIN_LARGEST_TERM (1 with the exact
     # shift): the clamp changes only empty rows (sum 0), into a safe divisor.
