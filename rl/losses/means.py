@@ -13,21 +13,23 @@ with sensitivities :math:`\partial \log s_p / \partial \ell_t = \pi_t = \operato
 the harmonic mean (HMPO), ``p = 0`` the geometric mean (GSPO; Zheng et al., *Group Sequence
 Policy Optimization*, arXiv:2507.18071).
 
-Every exponent is evaluated by :func:`meantheory.log_power_mean` (one implementation of the
-power mean: every real p including ``+-inf`` and tiny ``|p|``, one p per row, p a tensor that
-requires grad). The weights, when asked for, are ``d log_s / d l``: meantheory's closed-form
-backward when ``l`` carries a graph (no second exponential pass), else
-:func:`meantheory.mean_weights`.
+Every exponent is evaluated by meantheory (one implementation of the power mean): a Python
+``|p| >= 1/2`` with ``check=False`` (the loss's call) by :func:`meantheory.masked_log_power_mean`,
+from the zero-filled log-ratios, the mask as numbers and the counts the loss holds anyway (no
+``exp(-inf)`` on padding, whose slow path on a CPU doubled the cost of the exponentials; the
+weights' sum of squares, for the ESS metric, from the same exponentials); every other p (any
+real including ``+-inf`` and tiny ``|p|``, one p per row, p a tensor that requires grad) by
+:func:`meantheory.log_power_mean`. The weights, when asked for, are ``d log_s / d l``: from the
+fast path's exponentials, meantheory's closed-form backward when ``l`` carries a graph (no second
+exponential pass), else :func:`meantheory.mean_weights`.
 
 The one exception is a Python ``p == 0``: GSPO's masked mean of the token log-ratios, written
 out as TRL and verl write it (a sum and a division, not a second algorithm), which can take the
 masked row sums the loss already holds (``row_sum``). Through meantheory instead, the whole loss
-(forward+backward, B = 64, float32, one CPU thread, paired medians of 150-400 interleaved runs,
-CPU time on a busy machine) costs 1.33x as much at T = 1024 and 1.5-1.6x at T = 8192, with
-the defaults and with ``check=False, metrics=False`` alike: meantheory's general input handling,
-a second pass that masks the log-ratios and a second count of the mask. At p = +-1 meantheory
-was level with the fused function it replaced (1.05x at T = 1024, 0.94-0.97x at T = 8192).
-``benchmarks/bench_losses.py`` times the loss against TRL; the tests hold both paths to mpmath.
+(forward+backward, B = 64, float32, one CPU thread) cost 1.33x as much at T = 1024 and 1.5-1.6x
+at T = 8192 (meantheory's general input handling, a second pass that masks the log-ratios and a
+second count of the mask). ``benchmarks/bench_losses.py`` times the loss against TRL; the tests
+hold every path to mpmath (``tests/meantheory/test_paths.py``).
 
 Also here: the recursive mean iteration of seed 000 (:func:`rmi_log_ratio`), the
 multi-scale mean (:func:`multiscale_log_ratio`), and :func:`sequence_log_ratio`, which picks

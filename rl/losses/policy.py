@@ -195,7 +195,8 @@ def gmpo_surrogate(b: Batch, config: LossConfig) -> Surrogate:
     win = config.window
     lc, tok_flags = clip_log_ratio(b.ls, b.a_seq.unsqueeze(-1), lo=win.lo, hi=win.hi, flags=config.metrics)
     geometric = _geometric(b, config)
-    log_s, pi, p_used, extra, sq = _sequence_ratio(b, config, lc, weights=False, sum_sq=config.metrics and not geometric)
+    log_s, pi, p_used, extra, sq = _sequence_ratio(b, config, lc, weights=False,
+                                                   sum_sq=config.metrics and not geometric)
     x, seq_flags = clip_log_ratio(log_s, b.a_seq, lo=-math.inf, hi=math.inf, log_c=win.log_c, cap=win.cap,
                                   flags=config.metrics)
     pg = _sequence_sum(-b.a_seq * torch.exp(x), b, config)
