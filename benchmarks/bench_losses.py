@@ -1,7 +1,8 @@
 """Forward+backward time of rl.losses.policy_loss against GSPO as TRL computes it, metrics included.
 
-Same tensors, same run, interleaved repetitions (each repetition times every variant once, in
-rotating order, so drifting machine load hits them alike); the table reports ratios of medians.
+Same tensors, same run, interleaved repetitions (each repetition times every variant once, in a
+fresh seeded random order, so drifting machine load and the leftovers of the variant timed just
+before hit them alike); the table reports ratios of medians.
 
 The peer is TRL's ``GRPOTrainer._compute_loss`` (trl 1.16, ``trl/trainer/grpo_trainer.py``) with
 ``importance_sampling_level="sequence"``, ``loss_type="grpo"``, ``beta=0``, eps 3e-4 / 4e-4 (GSPO's
@@ -13,8 +14,9 @@ back with ``.item()``). It is transcribed inline below (the single-process case,
 tensor, and so does the peer here.
 
 Ours: ``policy_loss(level="sequence", p=...)`` at p = 1, 0, -1, with the defaults (``check=True,
-metrics=True``: value checks and the whole metrics dict, one read-back) and in the hot-loop setting
-(``check=False, metrics=False``: no device sync).
+metrics=True``: value checks and the whole metrics dict, one read-back), against the TRL way with its
+metrics, and in the hot-loop setting (``check=False, metrics=False``: no device sync), against the
+TRL way without its metrics ("TRL plain": the loss alone).
 
     python benchmarks/bench_losses.py                      # CPU, 2 threads, T = 1024 and 8192
     python benchmarks/bench_losses.py --threads 1          # one thread (steadier on a busy machine)
@@ -29,6 +31,7 @@ Never asserts timings.
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import sys
 import time
@@ -59,8 +62,10 @@ def _nanmax(t: torch.Tensor) -> torch.Tensor:
     return torch.max(t[~torch.isnan(t)])
 
 
-def trl_gspo_loss(per_token_logps, old_per_token_logps, advantages, mask, eps_low=EPS_LOW, eps_high=EPS_HIGH):
-    """TRL GRPO loss, importance_sampling_level="sequence", loss_type="grpo", beta=0, with its clip metrics."""
+def trl_gspo_loss(per_token_logps, old_per_token_logps, advantages, mask, eps_low=EPS_LOW, eps_high=EPS_HIGH,
+                  metrics=True):
+    """TRL GRPO loss, importance_sampling_level="sequence", loss_type="grpo", beta=0, with its clip metrics
+    (``metrics=False``: the loss alone, the peer of our hot-loop setting)."""
     advantages = advantages.unsqueeze(1)
     log_ratio = per_token_logps - old_per_token_logps
     log_importance_weights = (log_ratio * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
@@ -71,6 +76,8 @@ def trl_gspo_loss(per_token_logps, old_per_token_logps, advantages, mask, eps_lo
     per_token_loss2 = coef_2 * advantages
     per_token_loss = -torch.min(per_token_loss1, per_token_loss2)
     loss = ((per_token_loss * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
+    if not metrics:
+        return loss, {}
 
     def masked_seq_mean(x):  # x is [B, 1] at the sequence level
         return x.squeeze(1)
@@ -105,7 +112,10 @@ def make_batch(B: int, T: int, device: torch.device, seed: int = 0):
 
 def variants(batch) -> dict[str, Callable[[], torch.Tensor]]:
     logp, old, adv, mask, mask_int = batch
-    out: dict[str, Callable[[], torch.Tensor]] = {"TRL": lambda: trl_gspo_loss(logp, old, adv, mask_int)[0]}
+    out: dict[str, Callable[[], torch.Tensor]] = {
+        "TRL": lambda: trl_gspo_loss(logp, old, adv, mask_int)[0],
+        "TRL plain": lambda: trl_gspo_loss(logp, old, adv, mask_int, metrics=False)[0],
+    }
     for p in PS:
         for mode in ("default", "hot"):
             def run(p=p, on=mode == "default"):
@@ -136,8 +146,13 @@ def time_all(fns: dict[str, Callable[[], torch.Tensor]], logp: torch.Tensor, rep
         for n in names:
             once(fns[n])
     times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(reps):
-        order = names[r % len(names):] + names[: r % len(names)]
+    # A fresh random order each repetition (seeded): a rotation keeps every variant behind the same
+    # neighbour, whose leftovers (caches, the allocator's free lists) then bias it the same way
+    # every time; a shuffle spreads that over all neighbours alike.
+    rng = random.Random(0)
+    for _ in range(reps):
+        order = names[:]
+        rng.shuffle(order)
         for n in order:
             times[n].append(once(fns[n]))
     return times
@@ -186,9 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     table = Table(title=f"policy_loss(level='sequence') forward+backward vs GSPO the TRL way with TRL's clip metrics, "
                         f"B={args.B}, float32, {where}, torch {torch.__version__}, {args.reps} interleaved repetitions, "
                         f"{args.clock} clock",
-                  caption="defaults: check=True, metrics=True (every metric, one read-back); "
-                          "hot: check=False, metrics=False (no device sync). Ratios of medians to the TRL way.")
-    for col in ("T", "p", "TRL way ms", "ours defaults ms", "ours hot ms", "defaults / TRL", "hot / TRL"):
+                  caption="defaults: check=True, metrics=True (every metric, one read-back) against the TRL way "
+                          "with its clip metrics (five .item() reads); hot: check=False, metrics=False (no device "
+                          "sync) against the TRL way without metrics. Ratios of medians.")
+    for col in ("T", "p", "TRL+metrics ms", "ours defaults ms", "defaults / TRL+metrics", "TRL plain ms",
+                "ours hot ms", "hot / TRL plain"):
         table.add_column(col, justify="right")
     for T in args.T:
         batch = make_batch(args.B, T, device)
@@ -198,8 +215,9 @@ def main(argv: list[str] | None = None) -> int:
         med = {name: statistics.median(ts) for name, ts in times.items()}
         for p in PS:
             d, h = med[f"p={p:+.0f} default"], med[f"p={p:+.0f} hot"]
-            table.add_row(str(T), f"{p:+.0f}", f"{med['TRL'] * 1e3:.3f}", f"{d * 1e3:.3f}", f"{h * 1e3:.3f}",
-                          f"{d / med['TRL']:.2f}x", f"{h / med['TRL']:.2f}x")
+            trl, plain = med["TRL"], med["TRL plain"]
+            table.add_row(str(T), f"{p:+.0f}", f"{trl * 1e3:.3f}", f"{d * 1e3:.3f}", f"{d / trl:.2f}x",
+                          f"{plain * 1e3:.3f}", f"{h * 1e3:.3f}", f"{h / plain:.2f}x")
         table.add_section()
         if args.profile:
             from torch.profiler import ProfilerActivity, profile

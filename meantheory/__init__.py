@@ -13,6 +13,7 @@ from meantheory.iterations import (
     gauss_agm,
     mean_pair_iteration,
 )
+from meantheory._masked import MaskedPowerMean, MaskedRows, masked_fast_path, masked_log_power_mean
 from meantheory.power_mean import (
     SERIES_THRESHOLD,
     arithmetic_mean,
@@ -28,6 +29,8 @@ from meantheory.series import cumulant_series, weighted_cumulants
 __all__ = [
     "SERIES_THRESHOLD",
     "IterationTrace",
+    "MaskedPowerMean",
+    "MaskedRows",
     "PairIterationResult",
     "arithmetic_harmonic_iteration",
     "arithmetic_mean",
@@ -38,6 +41,8 @@ __all__ = [
     "harmonic_mean",
     "log_power_mean",
     "mean_pair_iteration",
+    "masked_fast_path",
+    "masked_log_power_mean",
     "mean_weights",
     "power_mean",
     "weighted_cumulants",

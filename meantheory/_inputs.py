@@ -31,6 +31,16 @@ class Kind:
     np_dtype: np.dtype | None = None  # numpy: the dtype of the answer
 
 
+def free_reads(device: torch.device) -> bool:
+    """Whether reading a value back to the host is free of a device synchronisation (a CPU).
+
+    Code that may skip work after a cheap read (is a rare branch needed? is every value
+    finite?) asks this, and computes unconditionally where it is False. The one place that
+    decides it: tests patch it to run the accelerator branches on a CPU. Call it through the
+    module (``_inputs.free_reads``) so that the patch is seen."""
+    return device.type == "cpu"
+
+
 def kind_of(x: Any, *others: Any) -> Kind:
     """The kind of ``x``; for an ndarray also the answer's dtype, from ``x`` and the numpy
     arrays among ``others`` (the weights)."""

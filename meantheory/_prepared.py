@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from meantheory import _inputs
 from meantheory._inputs import (
     Kind,
     broadcast_to,
@@ -49,7 +50,7 @@ def _maybe(pr: Prepared, flags: torch.Tensor) -> bool:
     """Whether any flag is set. On an accelerator with ``check=False`` asking would cost a
     device synchronisation, so the branch is computed unconditionally instead: every branch
     guarded by this must give the same result when it runs on rows that do not need it."""
-    if pr.check or flags.device.type == "cpu":
+    if pr.check or _inputs.free_reads(flags.device):
         return bool(flags.any())
     return True
 

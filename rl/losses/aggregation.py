@@ -48,19 +48,21 @@ def check_scale(loss_scale_factor: float | None) -> None:
 
 
 def row_weights(
-    n: torch.Tensor, agg: str, T: int, loss_scale_factor: float | None = None, *, times_n: bool = False
+    n: torch.Tensor, agg: str, T: int, loss_scale_factor: float | None = None, *, times_n: bool = False,
+    nonempty: torch.Tensor | None = None, n_seq: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-sequence weights ``w`` [B] with ``agg(L) = sum_i w_i sum_t m_it L_it`` (no gradient).
 
     ``n``: tokens per sequence [B] (float). With ``times_n`` the answer is ``w_i n_i``, the
     weight of a sequence-level loss broadcast over its tokens. Sequences without tokens get
-    weight 0 where the mode divides by ``n_i`` (their token sums are 0 anyway).
+    weight 0 where the mode divides by ``n_i`` (their token sums are 0 anyway). ``nonempty``
+    (``n > 0``) and ``n_seq`` (its count, in ``n``'s dtype), when the caller holds them.
     """
     if agg == "token-mean":
         inv = 1.0 / n.sum().clamp(min=1.0)
         return n * inv if times_n else inv.expand_as(n)
-    nonempty = n > 0
-    n_seq = nonempty.sum().to(n.dtype).clamp(min=1.0)
+    nonempty = n > 0 if nonempty is None else nonempty
+    n_seq = (nonempty.sum().to(n.dtype) if n_seq is None else n_seq).clamp(min=1.0)
     if agg == "seq-mean-token-sum-norm":
         # verl's agg_loss: the seq-mean of token sums, then divided by the horizon N.
         norm = float(max(T, 1)) if loss_scale_factor is None else float(loss_scale_factor)

@@ -27,6 +27,7 @@ side when ``p != 0``; shifting ``[lo, hi]`` by ``p Var / 2`` centres it on ``exp
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -108,6 +109,19 @@ def _pick(neg: torch.Tensor, a: Bound, b: Bound, like: torch.Tensor) -> torch.Te
     return torch.where(neg, a, b)
 
 
+@functools.lru_cache(maxsize=256)
+def _bound_tensors(lo: float, neg_hi: float, hi: float, dtype: torch.dtype, device: torch.device):
+    return (torch.tensor([lo, neg_hi], dtype=dtype, device=device),
+            torch.tensor([-math.inf, hi], dtype=dtype, device=device))
+
+
+def _bound_pair(lo: float, neg_hi: float, hi: float, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``([lo, neg_hi], [-inf, hi])`` in ``like``'s dtype and device: the (lower, upper) bounds for
+    ``A < 0`` and for ``A >= 0``. Made once per window, dtype and device (each would otherwise be
+    two scalar tensors per call); never written to."""
+    return _bound_tensors(float(lo), float(neg_hi), float(hi), like.dtype, like.device)
+
+
 def _min(v: Bound, cap: float | None) -> Bound:
     if cap is None:
         return v
@@ -142,10 +156,26 @@ def clip_log_ratio(
     """
     neg = adv < 0
     c = math.inf if log_c is None else log_c
-    lower = _pick(neg, lo, -math.inf, x)
-    x_eff = torch.clamp(x, min=lower, max=_pick(neg, _min(c, cap), _min(hi, cap), x))
+    if isinstance(lo, torch.Tensor) or isinstance(hi, torch.Tensor):
+        lower = _pick(neg, lo, -math.inf, x)
+        upper = _pick(neg, _min(c, cap), _min(hi, cap), x)
+    else:
+        # float bounds: both rows of bounds from one where over a (cached) [2, 2] constant
+        bounds = torch.where(neg.unsqueeze(-1), *_bound_pair(lo, _min(c, cap), _min(hi, cap), x))
+        lower, upper = bounds[..., 0], bounds[..., 1]
+    x_eff = torch.clamp(x, min=lower, max=upper)
     if not flags:
         return x_eff, None
+    if not isinstance(lo, torch.Tensor) and not isinstance(hi, torch.Tensor) and log_c is None \
+            and (cap is None or hi <= cap):
+        # A float window, no dual clip, the cap above hi: the clamp raised x exactly where the low
+        # clip acted (A < 0, x < lo) and lowered it exactly where the high clip (A >= 0, x > hi)
+        # or the cap (A < 0, x > cap) did, so the flags compare x_eff with x (fewer kernels).
+        xd, xe = x.detach(), x_eff.detach()
+        down = xe < xd
+        return x_eff, ClipFlags(low=None if lo == -math.inf else xe > xd,
+                                high=None if hi == math.inf else down & (adv > 0), dual=None,
+                                cap=None if cap is None else down & neg)
     with torch.no_grad():
         xd = x.detach()
         # The dual clip and the cap act on the value after the low clip; a float lo <= 0 is below

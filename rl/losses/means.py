@@ -13,21 +13,23 @@ with sensitivities :math:`\partial \log s_p / \partial \ell_t = \pi_t = \operato
 the harmonic mean (HMPO), ``p = 0`` the geometric mean (GSPO; Zheng et al., *Group Sequence
 Policy Optimization*, arXiv:2507.18071).
 
-Every exponent is evaluated by :func:`meantheory.log_power_mean` (one implementation of the
-power mean: every real p including ``+-inf`` and tiny ``|p|``, one p per row, p a tensor that
-requires grad). The weights, when asked for, are ``d log_s / d l``: meantheory's closed-form
-backward when ``l`` carries a graph (no second exponential pass), else
-:func:`meantheory.mean_weights`.
+Every exponent is evaluated by meantheory (one implementation of the power mean): a Python
+``|p| >= 1/2`` with ``check=False`` (the loss's call) by :func:`meantheory.masked_log_power_mean`,
+from the zero-filled log-ratios, the mask as numbers and the counts the loss holds anyway (no
+``exp(-inf)`` on padding, whose slow path on a CPU doubled the cost of the exponentials; the
+weights' sum of squares, for the ESS metric, from the same exponentials); every other p (any
+real including ``+-inf`` and tiny ``|p|``, one p per row, p a tensor that requires grad) by
+:func:`meantheory.log_power_mean`. The weights, when asked for, are ``d log_s / d l``: from the
+fast path's exponentials, meantheory's closed-form backward when ``l`` carries a graph (no second
+exponential pass), else :func:`meantheory.mean_weights`.
 
 The one exception is a Python ``p == 0``: GSPO's masked mean of the token log-ratios, written
 out as TRL and verl write it (a sum and a division, not a second algorithm), which can take the
 masked row sums the loss already holds (``row_sum``). Through meantheory instead, the whole loss
-(forward+backward, B = 64, float32, one CPU thread, paired medians of 150-400 interleaved runs,
-CPU time on a busy machine) costs 1.33x as much at T = 1024 and 1.5-1.6x at T = 8192, with
-the defaults and with ``check=False, metrics=False`` alike: meantheory's general input handling,
-a second pass that masks the log-ratios and a second count of the mask. At p = +-1 meantheory
-was level with the fused function it replaced (1.05x at T = 1024, 0.94-0.97x at T = 8192).
-``benchmarks/bench_losses.py`` times the loss against TRL; the tests hold both paths to mpmath.
+(forward+backward, B = 64, float32, one CPU thread) cost 1.33x as much at T = 1024 and 1.5-1.6x
+at T = 8192 (meantheory's general input handling, a second pass that masks the log-ratios and a
+second count of the mask). ``benchmarks/bench_losses.py`` times the loss against TRL; the tests
+hold every path to mpmath (``tests/meantheory/test_paths.py``).
 
 Also here: the recursive mean iteration of seed 000 (:func:`rmi_log_ratio`), the
 multi-scale mean (:func:`multiscale_log_ratio`), and :func:`sequence_log_ratio`, which picks
@@ -41,16 +43,20 @@ every row of a ``[B, 0]`` batch), ``pi`` ``[B, T]`` the detached per-token sensi
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 import meantheory
+from meantheory import MaskedRows
 from rl.losses.adaptive import ADAPTIVE_PS, ADAPTIVE_THRESHOLDS, adaptive_signal, check_ps, check_thresholds, select_p
 from rl.losses.pmpo import pmpo_p
 
 __all__ = [
+    "PowerRatio",
     "power_log_ratio",
+    "power_ratio",
     "rmi_log_ratio",
     "multiscale_log_ratio",
     "sequence_log_ratio",
@@ -88,6 +94,7 @@ def power_log_ratio(
     n: torch.Tensor | None = None,
     weights: bool = True,
     row_sum: torch.Tensor | None = None,
+    rows: MaskedRows | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     r"""Log power-mean sequence ratio ``log s_i = log M_p(exp(l_i))`` over each row's unmasked tokens.
 
@@ -96,21 +103,69 @@ def power_log_ratio(
       mask: ``[B, T]`` bool, True = token counts.
       p: a Python float (any real, ``+-inf`` included), or a tensor ``[]``/``[B]`` (one p per
         row) which may require grad (learnable p).
-      check: forwarded to meantheory (False: no value checks and no device sync).
+      check: forwarded to meantheory (False: no value checks and no device sync; the values on
+        the mask must then be finite).
       n: optional token counts per row ``[B]`` (saves recounting the mask).
       weights: False to skip computing ``pi`` (it is then None).
       row_sum: optional ``sum_t m_it l_it`` [B] (differentiable), when the caller holds it: the
         geometric mean (a Python ``p == 0``) is then ``row_sum / n`` without another pass.
+      rows: optional :class:`meantheory.MaskedRows` of ``l`` (mask as numbers, counts, the
+        zero-filled copy), when the caller holds them: with ``check=False`` and a Python
+        ``|p| >= 1/2`` the mean is then :func:`meantheory.masked_log_power_mean` (no ``-inf``
+        on padding; see there); built here when not given.
 
     Returns:
       ``(log_s [B], pi [B, T])`` with ``pi = softmax(p l)`` over each row's tokens, detached;
       a row without tokens answers ``log_s = 0`` (gradient 0) and ``pi = 0``.
     """
+    r = power_ratio(l, mask, p, check=check, n=n, weights=weights, row_sum=row_sum, rows=rows)
+    return r.log_s, r.pi
+
+
+@dataclass(frozen=True, eq=False)
+class PowerRatio:
+    """The power-mean sequence ratio of :func:`power_ratio`: ``log_s`` [B] (differentiable, 0 for a
+    row without tokens), ``pi`` [B, T] (detached weights ``d log_s / d l``) when asked for, and
+    ``pi_sum_sq`` [B] (``sum_t pi_t^2``, detached) when asked for."""
+
+    log_s: torch.Tensor
+    pi: torch.Tensor | None = None
+    pi_sum_sq: torch.Tensor | None = None
+
+
+def power_ratio(
+    l: torch.Tensor,
+    mask: torch.Tensor,
+    p: Any,
+    *,
+    check: bool = True,
+    n: torch.Tensor | None = None,
+    weights: bool = True,
+    sum_sq: bool = False,
+    row_sum: torch.Tensor | None = None,
+    rows: MaskedRows | None = None,
+) -> PowerRatio:
+    """:func:`power_log_ratio` as a record, with ``sum_t pi_t^2`` on request (``sum_sq``): from the
+    forward's exponentials on the masked fast path (no ``[B, T]`` weights are formed), else from
+    ``pi``. The geometric mean's weights are ``1/n_i``: ``sum pi^2 = 1/n_i`` (0 for an empty row)."""
     B = l.shape[0]
     if l.shape[-1] == 0:
-        return _no_tokens(l, weights)
+        log_s, pi = _no_tokens(l, weights)
+        return PowerRatio(log_s, pi, torch.zeros_like(log_s.detach()) if sum_sq else None)
     if isinstance(p, float | int) and not isinstance(p, bool) and p == 0:
-        return _masked_mean(l, mask, n, weights, row_sum)
+        log_s, pi = _masked_mean(l, mask, n, weights, row_sum)
+        sq = None
+        if sum_sq:
+            cnt = _counts(mask, l.dtype).squeeze(-1) if n is None else n.to(l.dtype).reshape(B)
+            sq = torch.where(cnt > 0, 1.0 / cnt.clamp(min=1.0), 0.0)
+        return PowerRatio(log_s, pi, sq)
+    if not check and meantheory.masked_fast_path(p) and l.dtype in (torch.float32, torch.float64):
+        if rows is None:
+            rows = meantheory.MaskedRows.of(l, mask)
+        rec = meantheory.masked_log_power_mean(l, p, rows)
+        # meantheory's NaN for an empty row becomes 0 (no where where the caller knows there is none)
+        log_s = rec.value if rows.every_row_nonempty else torch.where(rows.rows_with_support(), rec.value, 0.0)
+        return PowerRatio(log_s, rec.weights() if weights else None, rec.sum_sq_weights() if sum_sq else None)
     if isinstance(p, torch.Tensor):
         if not p.requires_grad:
             # One p per row in the loss's dtype (a float64 p must not promote a float32 batch).
@@ -121,7 +176,7 @@ def power_log_ratio(
     raw = meantheory.log_power_mean(l, p, mask=mask, check=check)
     log_s = torch.where(nonempty, raw, 0.0)  # meantheory's NaN for an empty row
     pi = None
-    if weights:
+    if weights or sum_sq:
         if l.requires_grad and torch.is_grad_enabled():
             # pi = d log_s / d l by definition: meantheory's closed-form backward (one product
             # with the exponentials its forward kept) instead of a second exponential pass. From
@@ -131,7 +186,8 @@ def power_log_ratio(
             with torch.no_grad():
                 p_det = p.detach() if isinstance(p, torch.Tensor) else p
                 pi = meantheory.mean_weights(l.detach(), p_det, mask=mask, check=check)
-    return log_s, pi
+    sq = torch.linalg.vector_norm(pi, dim=-1).square_() if sum_sq else None
+    return PowerRatio(log_s, pi if weights else None, sq)
 
 
 def rmi_log_ratio(
@@ -241,6 +297,7 @@ def sequence_log_ratio(
     log_hi: float = math.log(1.2),
     row_sum: torch.Tensor | None = None,
     clip_l: torch.Tensor | None = None,
+    rows: MaskedRows | None = None,
     **opts: Any,
 ) -> tuple[torch.Tensor, torch.Tensor | None, Any, dict[str, torch.Tensor]]:
     """The sequence log-ratio of the chosen mean: ``(log_s [B], pi [B, T], p_in_force, extra)``.
@@ -256,11 +313,11 @@ def sequence_log_ratio(
     ``mean="multiscale"``: :func:`multiscale_log_ratio`, ``p`` across chunks of ``chunk_size``
     tokens, ``chunk_p`` within them.
     ``weights=False`` skips ``pi`` where the mean allows it; ``extra`` holds detached
-    diagnostics (the adaptive signal); ``row_sum`` is handed to :func:`power_log_ratio`.
+    diagnostics (the adaptive signal); ``row_sum`` and ``rows`` are handed to :func:`power_log_ratio`.
     """
     zero_p = isinstance(p, float | int) and not isinstance(p, bool) and p == 0
     if mean == "power":
-        log_s, pi = power_log_ratio(l, mask, p, check=check, n=n, weights=weights, row_sum=row_sum)
+        log_s, pi = power_log_ratio(l, mask, p, check=check, n=n, weights=weights, row_sum=row_sum, rows=rows)
         return log_s, pi, p, {}
     if mean == "adaptive":
         if not zero_p:

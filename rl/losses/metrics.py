@@ -30,6 +30,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from rl.losses.batch import Batch, ValueCheck, raise_failed
@@ -49,6 +50,7 @@ class Surrogate:
     pg: torch.Tensor  # 0-d policy-gradient loss, aggregated
     log_s: torch.Tensor | None = None  # [B] sequence log-ratio (None at level "token")
     pi: torch.Tensor | None = None  # [B, T] d log s / d l, when the level computed it
+    pi_sum_sq: torch.Tensor | None = None  # [B] sum_t pi_t^2, when the mean gave it without pi
     uniform_pi: bool = False  # pi is 1/n_i on each row's tokens (the geometric mean), not formed
     p_used: Any = None  # the exponent in force (float or tensor), None without one
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -61,46 +63,53 @@ _CLIP_FIELDS = ("clip_frac_low", "clip_frac_high", "clip_frac_dual", "clip_frac_
 @dataclass(frozen=True)
 class Metrics:
     """The metrics before read-back: ``values`` (1-d parts, K values in all) named by ``names`` (a
-    name given several times is the sum of its parts), and ``known``: values fixed without computation."""
+    name given several times is the sum of its parts), and ``known``: values fixed without computation.
+
+    ``rows``: per-sequence rows [B] (names, and their [k, B] stack, read with the values) that the
+    host reduces over the sequences with tokens (:func:`_reduce_rows`): on the device each
+    statistic of B numbers would cost a kernel (a masked mean, a min, a max, a log-sum-exp), on
+    the host it is a few microseconds of numpy for all of them, in float64. After the read:
+    a name in ``per_tok`` is divided by ``n_tokens`` (0/0 is NaN), ``neg`` names are negated and
+    ``exp`` names exponentiated.
+    """
 
     names: tuple[str, ...]
     values: list[torch.Tensor]  # 1-d parts, concatenated at read-back
     known: dict[str, float]
     #: names read back as logs: the metric is exp of the value (clamped to +-700 first)
     exp: tuple[str, ...] = ("seq_ratio_mean", "seq_ratio_min", "seq_ratio_max")
+    per_tok: tuple[str, ...] = ()
+    neg: tuple[str, ...] = ()
+    row_names: tuple[str, ...] = ()
+    rows: torch.Tensor | None = None  # [k, B], read after the values
+
+
+#: row kinds (:func:`_reduce_rows`): "n" the tokens per sequence (which sequences count);
+#: "log_s" the sequence log-ratios (seq_ratio_mean from their log-mean-exp, min, max); "p" the
+#: exponent (mean, min, max); "ess_sq" sum_t pi_t^2 (ESS 1 / (n sum pi^2)); any other name: its
+#: mean over the sequences (a name given several times adds its means).
+_ROW_KINDS = ("n", "log_s", "p", "ess_sq")
 
 
 class _Rows:
-    """Per-sequence rows [B] whose means over sequences (``seq``) or over tokens (``tok``: the row
-    holds each sequence's sum over its tokens) are metrics: one reduction for all of them (a bool
-    row, a flag, is promoted to the dtype of the others by the stack)."""
+    """What the metrics reduce: per-sequence rows [B] (``seq``, reduced on the host, see
+    :class:`Metrics`) and 0-d totals (``tot``) divided after the read by the number of tokens
+    (``per_tok``) or taken as they are. Bool rows (flags) are promoted by the stack."""
 
     def __init__(self) -> None:
-        self.seq: dict[str, list[torch.Tensor]] = {}
-        self.tok: dict[str, list[torch.Tensor]] = {}
+        self.seq: list[tuple[str, torch.Tensor]] = []
+        self.tot: list[tuple[str, torch.Tensor]] = []
+        self.per_tok: list[str] = []
 
-    @staticmethod
-    def _flat(rows: dict[str, list[torch.Tensor]]) -> tuple[list[str], list[torch.Tensor]]:
-        names = [k for k, vs in rows.items() for _ in vs]
-        return names, [v for vs in rows.values() for v in vs]
-
-    def means(self, b: Batch) -> tuple[list[str], list[torch.Tensor]]:
-        """``(names, [means over sequences [k1], means over tokens [k2]])``."""
-        names, out = [], []
-        seq_names, seq_rows = self._flat(self.seq)
-        if seq_rows:
-            # Rows without tokens weigh 0 and may hold inf (a p of +-inf): replace, then average.
-            out.append(torch.where(b.nonempty, torch.stack(seq_rows), 0.0).sum(-1) / b.n_seq)
-            names += seq_names
-        tok_names, tok_rows = self._flat(self.tok)
-        if tok_rows:
-            out.append(torch.stack(tok_rows).sum(-1) / b.n_tok)
-            names += tok_names
-        return names, out
+    def token_total(self, name: str, v: torch.Tensor) -> None:
+        """``v`` (0-d) is a sum over tokens: the metric is its token mean."""
+        self.tot.append((name, v))
+        self.per_tok.append(name)
 
 
 def _add_clip_rows(rows: _Rows, clips: tuple[tuple[ClipFlags | None, str], ...], b: Batch) -> list[str]:
-    """Add each clip flag's row (see :data:`UNITS`); returns the clip fields no flag feeds (they are 0)."""
+    """Add each clip flag's row or total (see :data:`UNITS`); returns the clip fields no flag feeds
+    (they are 0)."""
     dtype = b.n.dtype
     fed: set[str] = set()
     for flags, unit in clips:
@@ -110,24 +119,26 @@ def _add_clip_rows(rows: _Rows, clips: tuple[tuple[ClipFlags | None, str], ...],
             if f is None:
                 continue
             fed.add(name)
-            if unit == "token":  # flags [B, T]: the tokens clipped in each row
-                rows.tok.setdefault(name, []).append((f & b.mask).view(torch.uint8).sum(-1, dtype=dtype))
+            if unit == "token":  # flags [B, T]: the clipped tokens
+                rows.token_total(name, (f & b.mask).view(torch.uint8).sum(dtype=dtype))
             elif unit == "sequence":
-                rows.seq.setdefault(name, []).append(f)
+                rows.seq.append((name, f))
             else:  # "sequence-tokens": a clipped sequence counts its tokens
-                rows.tok.setdefault(name, []).append(f * b.n)
+                rows.token_total(name, torch.dot(f.to(dtype), b.n))
     return [name for name in _CLIP_FIELDS if name not in fed]
 
 
-def _token_weight_ess(sur: Surrogate, b: Batch) -> torch.Tensor:
-    """``1 / (n_i sum_t pi_it^2)`` [B], for weights ``pi`` that were formed (or the token ratios)."""
-    n1 = b.n1
-    if sur.pi is not None:  # inf for a row without tokens, which the means leave out
-        return torch.linalg.vector_norm(sur.pi, dim=-1).square_().mul_(n1).reciprocal_()
-    # Level "token": the weights are the token ratios, (sum r)^2 / (n sum r^2) in log space.
+def _token_weight_ess(sur: Surrogate, b: Batch) -> tuple[str, torch.Tensor]:
+    """The ESS row: ``("ess_sq", sum_t pi_t^2)`` where the weights (or their squares' sums) were
+    formed, else (level ``"token"``, the normalised token ratios) ``("token_weight_ess", ESS)``."""
+    if sur.pi_sum_sq is not None:
+        return "ess_sq", sur.pi_sum_sq
+    if sur.pi is not None:
+        return "ess_sq", torch.linalg.vector_norm(sur.pi, dim=-1).square_()
+    # Level "token": (sum r)^2 / (n sum r^2) in log space.
     lm = torch.where(b.mask, b.l, -math.inf)
-    log_ess = 2 * torch.logsumexp(lm, -1) - torch.logsumexp(2 * lm, -1) - torch.log(n1)
-    return torch.exp(torch.where(b.nonempty, log_ess, 0.0))
+    log_ess = 2 * torch.logsumexp(lm, -1) - torch.logsumexp(2 * lm, -1) - torch.log(b.n1)
+    return "token_weight_ess", torch.exp(torch.where(b.nonempty, log_ess, 0.0))
 
 
 @torch.no_grad()
@@ -141,49 +152,74 @@ def loss_metrics(
 ) -> Metrics:
     """Every metric of the module table, not yet read back (see :func:`read_back`).
 
-    Means over sequences and over tokens are formed from per-sequence rows [B] (a row's value,
-    or its sum over tokens) stacked and reduced together, so that their number adds few
-    operations; values fixed by the configuration (a float p, the geometric mean's ESS of 1, a
-    clip that cannot act) are not computed at all. ``kl``: the per-token KL estimate to the
-    reference when the loss formed it.
+    Statistics over sequences come from per-sequence rows [B] read back in one stack and reduced
+    on the host; means over tokens from 0-d totals (a sum over every token: no per-row sums),
+    divided by the token count after the read. Values fixed by the configuration (a float p,
+    the geometric mean's ESS of 1, a clip that cannot act) are not computed at all. ``kl``: the
+    per-token KL estimate to the reference when the loss formed it.
     """
     rows = _Rows()
     known = dict.fromkeys(_add_clip_rows(rows, sur.clips, b), 0.0)
     if sur.uniform_pi:
         known["token_weight_ess"] = 1.0  # weights 1/n_i: (sum pi)^2 / (n sum pi^2) = 1
     else:
-        rows.seq["token_weight_ess"] = [_token_weight_ess(sur, b)]
+        rows.seq.append(_token_weight_ess(sur, b))
     p = sur.p_used
     if isinstance(p, torch.Tensor):
-        pv = p.to(b.n.dtype).expand(b.n.shape[0])
-        rows.seq["p"] = [pv]
+        rows.seq.append(("p", p.detach().to(b.n.dtype).expand(b.n.shape[0])))
     elif p is not None:
         known.update(p=float(p), p_min=float(p), p_max=float(p))
     ls = b.ls
     lc = ls if max_log_ratio is None else ls.clamp_max(max_log_ratio)
-    rows.tok["approx_kl_old"] = [torch.expm1(lc).sub_(lc).sum(-1)]  # k3 = r - 1 - log r; 0 on padding
-    rows.tok["approx_kl_old_k1"] = [-b.row_sum]
+    rows.token_total("approx_kl_old", torch.expm1(lc).sub_(lc).sum())  # k3 = r - 1 - log r; 0 on padding
+    rows.token_total("approx_kl_old_k1", b.l_sum)  # negated after the read: k1 = -log r
     if kl is not None:
-        rows.tok["kl_ref"] = [torch.where(b.mask, kl, 0.0).sum(-1)]
+        rows.token_total("kl_ref", torch.where(b.mask, kl, 0.0).sum())
     if b.entropy is not None:
-        rows.tok["entropy"] = [torch.where(b.mask, b.entropy, 0.0).sum(-1)]
-    names, parts = rows.means(b)
-
-    # Sequence ratios from log-space reductions, exponentiated after read-back (Metrics.exp): the
-    # ratio of a far-off-policy sequence overflows float32, its log does not.
+        rows.token_total("entropy", torch.where(b.mask, b.entropy, 0.0).sum())
+    # The sequence ratios' statistics from their logs (the host exponentiates in float64, Metrics.exp):
+    # the ratio of a far-off-policy sequence overflows float32, its log does not.
     log_s = sur.log_s if sur.log_s is not None else b.row_sum / b.n1
-    ne = b.nonempty
-    below = torch.where(ne, log_s, -math.inf)
-    names += ["loss", "pg_loss", "n_seqs", "n_tokens", "seq_ratio_mean", "seq_ratio_min", "seq_ratio_max"]
-    parts.append(torch.stack([loss, sur.pg, b.n_seq, b.n_tok, torch.logsumexp(below, 0) - b.n_seq.log(),
-                              torch.where(ne, log_s, math.inf).amin(0), below.amax(0)]))
-    if isinstance(p, torch.Tensor):
-        names += ["p_min", "p_max"]
-        parts.append(torch.stack([torch.where(ne, pv, math.inf).amin(0), torch.where(ne, pv, -math.inf).amax(0)]))
+    rows.seq += [("n", b.n), ("log_s", log_s.detach())]
+    names = ["loss", "pg_loss", *(name for name, _ in rows.tot)]
+    parts = [torch.stack([loss.detach(), sur.pg.detach(), *(v for _, v in rows.tot)])]
     if "adaptive_signal" in sur.extra:
         names.append("adaptive_signal")
         parts.append(sur.extra["adaptive_signal"].reshape(1))
-    return Metrics(names=tuple(names), values=parts, known=known)
+    return Metrics(names=tuple(names), values=parts, known=known, per_tok=tuple(rows.per_tok),
+                   neg=("approx_kl_old_k1",), row_names=tuple(name for name, _ in rows.seq),
+                   rows=torch.stack([v for _, v in rows.seq]))
+
+
+def _reduce_rows(names: tuple[str, ...], rows: np.ndarray) -> dict[str, float]:
+    """The statistics over the sequences with tokens of the rows ``rows`` [k, B] (float64; kinds in
+    :data:`_ROW_KINDS`): counts, the log-space sequence-ratio statistics, the exponent's, means."""
+    idx = {name: i for i, name in enumerate(names)}  # "n", "log_s", "p", "ess_sq" appear once
+    n = rows[idx["n"]]
+    ne = n > 0
+    n_seqs = int(np.count_nonzero(ne))
+    got: dict[str, float] = {"n_seqs": float(n_seqs), "n_tokens": float(n.sum())}
+    if not n_seqs:  # every statistic over sequences is NaN (read_back)
+        for name in names:
+            got[name] = math.nan
+        got.update(seq_ratio_mean=math.nan, seq_ratio_min=math.nan, seq_ratio_max=math.nan, token_weight_ess=math.nan)
+        return got
+    sub = rows if n_seqs == n.shape[0] else rows[:, ne]
+    log_s = sub[idx["log_s"]]
+    m = float(log_s.max())
+    # log of the mean ratio, shifted by the max: exact in float64 for every float32 log-ratio
+    lme = m + math.log(float(np.exp(log_s - m).sum()) / n_seqs) if math.isfinite(m) else m
+    got.update(seq_ratio_mean=lme, seq_ratio_min=float(log_s.min()), seq_ratio_max=m)
+    if "p" in idx:
+        pv = sub[idx["p"]]
+        got.update(p=float(pv.mean()), p_min=float(pv.min()), p_max=float(pv.max()))
+    if "ess_sq" in idx:
+        got["token_weight_ess"] = float((1.0 / (sub[idx["n"]] * sub[idx["ess_sq"]])).sum()) / n_seqs
+    means = [i for i, name in enumerate(names) if name not in _ROW_KINDS]
+    if means:
+        for i, v in zip(means, (sub[means].sum(axis=1) / n_seqs).tolist(), strict=True):
+            got[names[i]] = got.get(names[i], 0.0) + v
+    return got
 
 
 #: the order metrics are reported in (names not computed in a call are left out)
@@ -206,14 +242,27 @@ def read_back(checks: list[ValueCheck], metrics: Metrics | None) -> dict[str, fl
     parts = [torch.stack([c.value for c in checks])] if checks else []  # 0-d values without a graph
     if metrics is not None:
         parts += metrics.values
-    # One conversion and one read for every value (Python floats are doubles).
-    values = torch.cat(parts).to(torch.float64).tolist()
+        if metrics.rows is not None:
+            r = metrics.rows
+            parts.append((r if r.dtype == parts[0].dtype else r.to(parts[0].dtype)).reshape(-1))
+    # One read for every value, as float64 (a float32 value converts exactly).
+    host = (parts[0] if len(parts) == 1 else torch.cat(parts)).numpy(force=True).astype(np.float64)
+    k = len(checks) + (0 if metrics is None else len(metrics.names))
+    values = host[:k].tolist()
     raise_failed(checks, values[: len(checks)])
     if metrics is None:
         return {}
     got: dict[str, float] = {}
     for name, v in zip(metrics.names, values[len(checks):], strict=True):
         got[name] = got.get(name, 0.0) + v
+    if metrics.rows is not None:
+        for name, v in _reduce_rows(metrics.row_names, host[k:].reshape(len(metrics.row_names), -1)).items():
+            got[name] = got.get(name, 0.0) + v
+    n_tokens = got.get("n_tokens", math.nan)
+    for name in metrics.per_tok:
+        got[name] = got[name] / n_tokens if n_tokens else math.nan
+    for name in metrics.neg:
+        got[name] = -got[name]
     for name in metrics.exp:
         got[name] = math.exp(min(max(got[name], -700.0), 700.0))  # NaN stays NaN
     got.update(metrics.known)

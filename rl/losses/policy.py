@@ -61,18 +61,19 @@ never reaches the loss or gradients. ``old_logp``, ``ref_logp`` and ``advantages
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from rl.losses.aggregation import aggregate_sequences, row_weights
+from rl.losses.aggregation import row_weights
 from rl.losses.batch import Batch, prepare, value_checks
 from rl.losses.clipping import Bound, clip_log_ratio, window_shift
 from rl.losses.config import LossConfig
 from rl.losses.kl import kl_estimate
-from rl.losses.means import sequence_log_ratio
+from rl.losses.means import power_ratio, sequence_log_ratio
 from rl.losses.metrics import Surrogate, loss_metrics, read_back
 
 __all__ = ["SURROGATES", "loss_from_config", "policy_loss"]
@@ -88,8 +89,17 @@ def _token_sum(x: torch.Tensor, b: Batch, config: LossConfig) -> torch.Tensor:
 
 
 def _sequence_sum(seq_loss: torch.Tensor, b: Batch, config: LossConfig) -> torch.Tensor:
-    """``agg`` of a per-sequence loss [B] broadcast over each sequence's tokens."""
-    return aggregate_sequences(seq_loss, b.n, config.agg, b.T, loss_scale_factor=config.loss_scale_factor)
+    """``agg`` of a per-sequence loss [B] broadcast over each sequence's tokens
+    (:func:`rl.losses.aggregation.aggregate_sequences`). ``seq_loss`` must be finite on every row:
+    the levels' is ``-A_i exp(x_i)``, 0 on a row without tokens (``A = 0``, ``x = log s = 0``)."""
+    if config.agg == "seq-mean-token-mean":
+        # GSPO's mean over the sequences with tokens: an empty row's term is exactly 0, so the sum
+        # needs no mask, and its count is B where every row is known to have tokens (the same
+        # division either way: the same bits on every device).
+        return seq_loss.sum() / (float(b.n.shape[0]) if b.every_row_nonempty else b.n_seq.clamp(min=1.0))
+    w = row_weights(b.n, config.agg, b.T, config.loss_scale_factor, times_n=True, nonempty=b.nonempty,
+                    n_seq=b.n_seq)
+    return torch.dot(seq_loss, w)
 
 
 def _geometric(b: Batch, config: LossConfig) -> bool:
@@ -98,17 +108,26 @@ def _geometric(b: Batch, config: LossConfig) -> bool:
     return config.mean == "power" and isinstance(b.p, float) and b.p == 0.0
 
 
-def _sequence_ratio(b: Batch, config: LossConfig, l: torch.Tensor, weights: bool, p: Any = None):
-    """``(log_s, pi, p_in_force, extra)`` of the configured mean over ``l`` [B, T] (``pi`` if ``weights``;
-    ``p`` overrides the batch's exponent)."""
+def _sequence_ratio(b: Batch, config: LossConfig, l: torch.Tensor, weights: bool, p: Any = None,
+                    sum_sq: bool = False):
+    """``(log_s, pi, p_in_force, extra, pi_sum_sq)`` of the configured mean over ``l`` [B, T] (``pi``
+    if ``weights``; ``sum_t pi_t^2`` [B] if ``sum_sq`` and the mean is a power mean, which gives it
+    without forming ``pi``; ``p`` overrides the batch's exponent)."""
     win = config.window
-    # The batch's masked row sums (which the checks and metrics read too) are the geometric mean's.
-    row_sum = b.row_sum if l is b.l and _geometric(b, config) else None
+    p = b.p if p is None else p
+    # The batch's masked row sums (which the checks and metrics read too) are the geometric mean's,
+    # and its mask as numbers, counts and zero-filled log-ratios feed the masked fast path.
+    own = l is b.l
     # check=False: the values meantheory would check (finite l on the mask, p not NaN) are
     # checked by the loss (rl.losses.batch.value_checks), once.
-    return sequence_log_ratio(l, b.mask, b.p if p is None else p, mean=config.mean, check=False, n=b.n,
-                              weights=weights, adv_seq=b.a_seq, log_lo=win.lo, log_hi=win.hi, row_sum=row_sum,
-                              clip_l=b.l, **config.mean_options)
+    if config.mean == "power":
+        r = power_ratio(l, b.mask, p, check=False, n=b.n, weights=weights, sum_sq=sum_sq,
+                        row_sum=b.row_sum if own and _geometric(b, config) else None, rows=b.rows if own else None)
+        return r.log_s, r.pi, p, {}, r.pi_sum_sq
+    log_s, pi, p_used, extra = sequence_log_ratio(l, b.mask, p, mean=config.mean, check=False, n=b.n,
+                                                  weights=weights or sum_sq, adv_seq=b.a_seq, log_lo=win.lo,
+                                                  log_hi=win.hi, clip_l=b.l, **config.mean_options)
+    return log_s, pi, p_used, extra, None
 
 
 def _window(b: Batch, config: LossConfig, p: Any) -> tuple[Bound, Bound]:
@@ -144,11 +163,12 @@ def sequence_surrogate(b: Batch, config: LossConfig) -> Surrogate:
 def _sequence_level(b: Batch, config: LossConfig, p: Any, unit: str) -> Surrogate:
     win = config.window
     geometric = _geometric(b, config)
-    log_s, pi, p_used, extra = _sequence_ratio(b, config, b.l, weights=config.metrics and not geometric, p=p)
+    log_s, pi, p_used, extra, sq = _sequence_ratio(b, config, b.l, weights=False, p=p,
+                                                   sum_sq=config.metrics and not geometric)
     lo, hi = _window(b, config, p_used)
     x, flags = clip_log_ratio(log_s, b.a_seq, lo=lo, hi=hi, log_c=win.log_c, cap=win.cap, flags=config.metrics)
     pg = _sequence_sum(-b.a_seq * torch.exp(x), b, config)
-    return Surrogate(pg=pg, log_s=log_s, pi=pi, uniform_pi=geometric, p_used=p_used, extra=extra,
+    return Surrogate(pg=pg, log_s=log_s, pi=pi, pi_sum_sq=sq, uniform_pi=geometric, p_used=p_used, extra=extra,
                      clips=((flags, unit),))
 
 
@@ -160,7 +180,7 @@ def sequence_token_surrogate(b: Batch, config: LossConfig) -> Surrogate:
         p = b.p.detach() if isinstance(b.p, torch.Tensor) else b.p
         return _sequence_level(b, config, p, "sequence-tokens")
     win = config.window
-    log_s, pi, p_used, extra = _sequence_ratio(b, config, b.l, weights=True)
+    log_s, pi, p_used, extra, _ = _sequence_ratio(b, config, b.l, weights=True)
     lo, hi = _window(b, config, p_used)
     ls = b.ls
     x_tok = log_s.detach().unsqueeze(-1) + (b.n.unsqueeze(-1) * pi) * (ls - ls.detach())
@@ -175,11 +195,12 @@ def gmpo_surrogate(b: Batch, config: LossConfig) -> Surrogate:
     win = config.window
     lc, tok_flags = clip_log_ratio(b.ls, b.a_seq.unsqueeze(-1), lo=win.lo, hi=win.hi, flags=config.metrics)
     geometric = _geometric(b, config)
-    log_s, pi, p_used, extra = _sequence_ratio(b, config, lc, weights=config.metrics and not geometric)
+    log_s, pi, p_used, extra, sq = _sequence_ratio(b, config, lc, weights=False,
+                                                   sum_sq=config.metrics and not geometric)
     x, seq_flags = clip_log_ratio(log_s, b.a_seq, lo=-math.inf, hi=math.inf, log_c=win.log_c, cap=win.cap,
                                   flags=config.metrics)
     pg = _sequence_sum(-b.a_seq * torch.exp(x), b, config)
-    return Surrogate(pg=pg, log_s=log_s, pi=pi, uniform_pi=geometric, p_used=p_used, extra=extra,
+    return Surrogate(pg=pg, log_s=log_s, pi=pi, pi_sum_sq=sq, uniform_pi=geometric, p_used=p_used, extra=extra,
                      clips=((tok_flags, "token"), (seq_flags, "sequence")))
 
 
@@ -297,5 +318,24 @@ def policy_loss(
     """
     ref_logp = options.pop("ref_logp", None)
     entropy = options.pop("entropy", None)
-    config = LossConfig.create(level=level, p=p, eps_low=eps_low, eps_high=eps_high, agg=agg, **options)
-    return loss_from_config(config, logp, old_logp, advantages, mask, ref_logp=ref_logp, entropy=entropy)
+    options.update(level=level, p=p, eps_low=eps_low, eps_high=eps_high, agg=agg)
+    return loss_from_config(_config(options), logp, old_logp, advantages, mask, ref_logp=ref_logp, entropy=entropy)
+
+
+def _config(options: dict[str, Any]) -> LossConfig:
+    """``LossConfig.create(**options)``, remembered for options that are plain values (a trainer
+    calls with the same ones every step; validating them costs as much as a few kernels)."""
+    try:
+        # the type is part of the key: True == 1 == 1.0 hash alike, but only 1.0 is a valid p
+        key = tuple(sorted((k, type(v), v) for k, v in options.items()))
+        hash(key)
+    except TypeError:  # a tensor p, a LearnablePowerMean, a list: built afresh
+        return LossConfig.create(**options)
+    if any(isinstance(v, torch.Tensor | torch.nn.Module) for v in options.values()):
+        return LossConfig.create(**options)
+    return _cached_config(key)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_config(key: tuple) -> LossConfig:
+    return LossConfig.create(**{k: v for k, _, v in key})

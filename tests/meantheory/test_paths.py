@@ -33,6 +33,7 @@ import torch
 import meantheory
 from meantheory import dlog_power_mean_dp, log_power_mean, mean_weights
 from meantheory import reference as ref
+from meantheory import _inputs
 from meantheory._prepared import Prepared
 from rl.losses.means import power_log_ratio
 from tests.meantheory.mt_helpers import tol32, tol64
@@ -56,6 +57,16 @@ ROWS: dict[str, list[float]] = {
     "empty": [1.0, 2.0],  # every entry masked
     "tie": [1.0, 3.0, 3.0, 0.0, -2.0],  # a tie for the max: p = +inf splits the weight between them
     "wide": [-80.0, 35.0, 0.5, 12.0, -3.0, 60.0],
+    # For the masked fast path (finite supports only): a padded row below 0, whose zero-filled max
+    # (0) is not its max: largest term e^{p u_max} < 1/2 for p = 1, recomputed with the exact shift;
+    "below": [-3.0, -2.5, -2.8, -4.0],
+    # just below 0: the cheap shift is kept (largest term > 1/2), off the exact one by 0.05 / |p|;
+    "just-below": [-0.05, -0.3, -0.12, -0.2],
+    # the sum would underflow from the cheap shift (float32 and float64 alike for |p| >= 1)
+    "far-below": [-900.0, -905.0, -901.5],
+    "far-above": [900.0, 905.0, 901.5],
+    # no padding: the zero-filled extreme is the support's
+    "full": (0.3 * np.sin(np.arange(32))).tolist(),
 }
 N = 32
 
@@ -68,8 +79,10 @@ PER_ROW: list[tuple[str, float]] = [
     ("zero", 2.0), ("zero", 0.0), ("zero", -0.5), ("zero", 0.3),
     ("empty", 1.0), ("tie", INF), ("tie", -INF), ("wide", 0.49), ("wide", -2.0),
 ]
+# The rows only the masked fast path sees (the others hold them to rows with zeros too).
+MASKED_FAST_ROWS = ("below", "just-below", "far-below", "far-above", "full")
 # A Python p reduces every row at once.
-ALL_ROWS = list(ROWS)
+ALL_ROWS = [r for r in ROWS if r not in MASKED_FAST_ROWS]
 # Without a mask every row has the same length: the rows cut to their first 5 entries (the
 # edge row keeps its spread of exactly 1), without the empty row and the outliers.
 UNMASKED_N = 5
@@ -92,9 +105,12 @@ class Path:
     w_grad: bool = False
     rl: bool = False
     masked: bool = True
+    row_set: tuple[str, ...] = ()  # the rows, where not the default of its kind
 
     @property
     def rows(self) -> list[str]:
+        if self.row_set:
+            return list(self.row_set)
         if self.p_as in ("tensor", "tensor-column"):
             return [r for r, _ in (PER_ROW if self.masked else UNMASKED_PER_ROW)]
         return ALL_ROWS if self.masked else UNMASKED_ROWS
@@ -296,6 +312,7 @@ def _dw_tol(u_row, sup, w_sum, dw_exact, dtype) -> float:
 def _force_accelerator_branches(monkeypatch) -> None:
     """Compute every rare branch unconditionally, as on an accelerator with check=False."""
     monkeypatch.setattr(Prepared, "maybe", lambda pr, flags: True)
+    monkeypatch.setattr(_inputs, "free_reads", lambda device: False)
 
 
 def _grad_outputs(b: int, dtype) -> torch.Tensor:
@@ -431,3 +448,56 @@ def test_value_near_the_series_edge_on_a_skewed_row(q, sign, half_spread, p_as):
         (gu,) = torch.autograd.grad(val.sum(), ut)
         pi = np.array([float(v) for v in ref.mp_mean_weights(u.tolist(), p)])
         assert np.abs(gu[0].numpy() - pi).max() <= 1e-12
+
+
+# ----------------------------------------------------------------------------- the masked fast path
+
+# meantheory.masked_log_power_mean: zero-filled rows, a Python |p| >= 1/2, finite supports (no
+# zero rows), the cheap shift and its recomputation on a CPU, the exact shift on an accelerator.
+FAST_ROWS = ("moderate", "tiny-spread", "edge", "outlier-high", "outlier-low", "empty", "tie", "wide",
+             *MASKED_FAST_ROWS)
+FAST_PATHS = [Path(f"masked fast p={p:g}", p, "float", row_set=FAST_ROWS) for p in (1.0, -1.0, 0.5, -2.0, 7.0)]
+
+
+@pytest.mark.parametrize("create_graph", [False, True], ids=["first-order", "create_graph"])
+@pytest.mark.parametrize("accelerator", [False, True], ids=["cpu", "accelerator-branch"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("path", FAST_PATHS, ids=[p.name for p in FAST_PATHS])
+def test_masked_fast_path_matches_the_oracle(path, dtype, accelerator, create_graph, monkeypatch):
+    """Value, d/dlog_x (first order and with a graph), the record's weights and sum of squared
+    weights, against mpmath; NaN padding must not leak; an empty row is NaN with zero gradient."""
+    if accelerator:
+        _force_accelerator_branches(monkeypatch)
+    u, m, _ = _batch(path, dtype)
+    value_x, pi_x, _, _, _ = _oracle(path, dtype)
+    B = len(path.rows)
+    ut = torch.tensor(u, dtype=dtype, requires_grad=True)
+    mt = torch.tensor(m)
+    rec = meantheory.masked_log_power_mean(ut, path.p, meantheory.MaskedRows.of(ut.detach(), mt))
+    val = rec.value
+    assert val.dtype == dtype and val.shape == (B,)
+    g = _grad_outputs(B, dtype)
+    gnum = g.double().numpy()
+    (gu,) = torch.autograd.grad(val, [ut], g, create_graph=create_graph)
+    if create_graph:  # the gradient is differentiable: its own gradient exists and is finite
+        (gg,) = torch.autograd.grad((gu * gu).sum(), [ut])
+        assert torch.isfinite(gg).all() and (gg[~mt] == 0).all()
+    gu = gu.detach().double().numpy()
+    pi = rec.weights().double().numpy()
+    sq = rec.sum_sq_weights().double().numpy()
+    for i, name in enumerate(path.rows):
+        where = f"{path.name}, row {i} ({name})"
+        assert _close(val[i].item(), value_x[i], _value_tol(u[i], m[i], value_x[i], dtype)), \
+            (where, val[i].item(), value_x[i])
+        assert np.all(gu[i][~m[i]] == 0) and np.all(np.isfinite(gu[i])), where
+        for got in (gu[i] / gnum[i], pi[i]):
+            assert np.abs(got - pi_x[i]).max() <= _weights_tol(dtype), (where, np.abs(got - pi_x[i]).max())
+        assert abs(sq[i] - float((pi_x[i] ** 2).sum())) <= 2 * _weights_tol(dtype), where
+
+
+def test_masked_fast_path_refuses_other_exponents():
+    rows = meantheory.MaskedRows.of(torch.zeros(2, 3), torch.ones(2, 3, dtype=torch.bool))
+    for p in (0.0, 0.3, -0.49, math.inf, math.nan, torch.tensor(1.0), True):
+        assert not meantheory.masked_fast_path(p)
+        with pytest.raises(ValueError, match="masked fast path"):
+            meantheory.masked_log_power_mean(torch.zeros(2, 3), p, rows)

@@ -9,6 +9,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from meantheory import _inputs
 from meantheory._prepared import Prepared
 from rl.losses import AGG_MODES, policy_loss
 from tests.rl.losses.loss_helpers import F64, NAN, agg_by_hand, power_mean_by_hand, ppo_term, random_batch, rows_strategy, t64
@@ -481,12 +482,13 @@ def test_check_false_gives_the_same_loss_and_never_syncs(monkeypatch):
             raise AssertionError("device sync in the check=False, metrics=False path")
 
         with monkeypatch.context() as mp:
-            for name in ("item", "tolist", "__bool__", "__float__", "__int__", "nonzero"):
+            for name in ("item", "tolist", "numpy", "__bool__", "__float__", "__int__", "nonzero"):
                 mp.setattr(torch.Tensor, name, no_sync)
             # On a CPU meantheory asks whether a rare branch (an empty row, a zero) is needed,
             # which is free there; on an accelerator with check=False it computes the branch
             # instead. Run that accelerator path here, so that it is what the assertion checks.
             mp.setattr(Prepared, "maybe", lambda pr, flags: True)
+            mp.setattr(_inputs, "free_reads", lambda device: False)
             loss, metrics = policy_loss(logp, old, adv, mask, level=level, p=p, clip_c=3.0, check=False, metrics=False)
         assert metrics == {}
         assert torch.equal(loss, ref)
@@ -586,11 +588,12 @@ def test_defaults_read_back_once(monkeypatch):
             return f
 
         with monkeypatch.context() as mp:
-            for name in ("item", "tolist", "__bool__", "__float__", "__int__", "nonzero"):
+            for name in ("item", "tolist", "numpy", "__bool__", "__float__", "__int__", "nonzero"):
                 mp.setattr(torch.Tensor, name, count(name, getattr(torch.Tensor, name)))
             # meantheory asks on a CPU whether a rare branch is needed (free there); on an
             # accelerator it computes the branch instead: run that path, as in the no-sync test.
             mp.setattr(Prepared, "maybe", lambda pr, flags: True)
+            mp.setattr(_inputs, "free_reads", lambda device: False)
             _, m = policy_loss(logp, old, adv, mask, level=level, p=p, clip_c=3.0)
-        assert reads == ["tolist"], (level, p, reads)
+        assert reads == ["numpy"], (level, p, reads)
         assert m["n_tokens"] == float(mask.sum())
