@@ -206,9 +206,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         ],
         **BANDIT_PLAN,
     },
-    "tiny-lm": {
-        "study": {"name": "tiny-lm",
-                  "description": "A tiny decoder-only transformer, warm-started by SFT on 2-digit addition (cached "
+    "tiny-lm-addition": {
+        "study": {"name": "tiny-lm-addition",
+                  "description": "The first tiny-LM study (superseded by tiny-lm, issue 13; kept to reproduce it): a tiny decoder-only transformer, warm-started by SFT on 2-digit addition (cached "
                   "under ~/.cache/hmpo), trained by RL with exact-match reward: arithmetic, geometric (GSPO) and "
                   "harmonic (HMPO) sequence ratios, token-level GRPO and GMPO, off-policy (2 epochs x 2 "
                   "minibatches), 8 prompts x 8 samples per step, 80 steps, AdamW lr 5e-5 (half the environment's "
@@ -239,6 +239,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "endpoints": TINY_LM_PLAN["endpoints"],
     },
 }
+
+# the redesigned tiny-LM study (issue 13): its own module holds the design, the pilot and the plan
+from rl.studies import preset_tiny_lm as _tiny_lm  # noqa: E402  (it borrows _vs, _factor above)
+
+PRESETS["tiny-lm"] = _tiny_lm.preset()
 
 # The default study of `hmpo report`: (preset, folder name under reports/ and under the study dir).
 DEFAULT_STUDIES: list[str] = ["bandit", "tiny-lm"]

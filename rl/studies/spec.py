@@ -110,6 +110,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # LUSPO (arXiv:2602.05261): GSPO with each sequence's loss times its length; "luspo-p=<x>" is the
     # same length weighting with the power mean of exponent x (rl.losses.aggregation)
     "luspo": {"level": "sequence", "p": 0.0, "mean": "power", "agg": LUSPO_AGG},
+    # HolderPO (arXiv:2605.12058): the sequence power mean with p annealed linearly from 2 to -1 over
+    # the run's steps (rl.trainer.scheduled_p); "p" is the schedule's start, the field it replaces
+    "holderpo": {"level": "sequence", "p": 2.0, "mean": "power", "p_schedule": ["linear", 2.0, -1.0]},
 }
 VARIANT_ALIASES = {"gspo": "p=0", "hmpo": "p=-1", "arithmetic": "p=1", "grpo": "grpo-token",
                    "geometric": "p=0", "harmonic": "p=-1"}
@@ -118,6 +121,7 @@ VARIANT_NAMES = {"p=1": "arithmetic", "p=0": "GSPO (geometric)", "p=-1": "HMPO (
                  "grpo-token": "GRPO (token level)", "gmpo": "GMPO", "adaptive": "adaptive mean",
                  "rmi": "recursive mean iteration", "learnable-p": "learnable p",
                  "multiscale": "multi-scale mean", "pmpo": "PMPO (clip-aware p per sequence)",
+                 "holderpo": "HolderPO (p annealed 2 -> -1)",
                  "luspo": "LUSPO (GSPO, length-weighted)"}
 
 # (eps_low, eps_high): GSPO clips sequence ratios in a far narrower window than PPO's tokens.
@@ -169,9 +173,11 @@ def variant_settings(name: str) -> dict[str, Any]:
 
 def variant_p(name: str) -> float | None:
     """The fixed exponent p of a plain sequence-level power-mean variant, else None (a variant with
-    its own length weighting, such as LUSPO's, is not on the plain p axis)."""
+    its own length weighting, such as LUSPO's, or whose p changes during training, a learnable p
+    or HolderPO's schedule, is not on the plain p axis)."""
     s = variant_settings(name)
-    if s["level"] == "sequence" and s["mean"] == "power" and not s.get("learnable_p") and "agg" not in s:
+    if (s["level"] == "sequence" and s["mean"] == "power" and not s.get("learnable_p") and "agg" not in s
+            and s.get("p_schedule") is None):
         return float(s["p"])
     return None
 
