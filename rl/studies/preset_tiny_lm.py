@@ -1,27 +1,44 @@
-"""The redesigned tiny-LM study (issue 13): a preset in rl.studies.presets' form, not yet wired in.
+"""The redesigned tiny-LM study (issue 13), registered as ``PRESETS["tiny-lm"]``.
 
 Task: "tiny-lm-scratchpad" (rl.envs.scratchpad): 6-digit addition with a written carry
 scratchpad, 13-token answers, warm-started by label-smoothed SFT of a fixed 3000 steps (three
-checkpoints, SFT seeds 0, 1, 2, each cached by its config); RL seed s starts from checkpoint
-s mod 3, so the study's seeds cross checkpoints with RL seeds and every variant of one seed
-shares both (paired). Metric: the exact objective J (teacher-forced, 512 held-out prompts, no
-sampling noise), logged every 3 steps with the greedy accuracy beside it.
+checkpoints, SFT seeds 0, 1, 2, each cached by its config and built once, in parallel, before
+the runs: rl.studies.training.prepare); RL seed s starts from checkpoint s mod 3, so the
+study's 9 seeds cross the checkpoints with 3 RL seeds each and every variant of one seed
+shares both (paired; checkpoint variance is inside the intervals). Metric: the exact objective
+J (teacher-forced, 512 held-out prompts, no sampling noise), evaluated before steps 1, 4, ...,
+31 (after 0, 3, ..., 30 updates) with the greedy accuracy beside it.
 
 Primary cell: rollouts sampled by a bfloat16 copy of the policy whose own log-probs are
 ``old_logp`` (the vLLM-versus-trainer gap), reuse 2 epochs x 2 minibatches and a behaviour
 policy 8 steps stale; p in {1, 0, -1}, token-level GRPO, GMPO and the HolderPO schedule
-(p from 2 down to -1). Control cell: the same with the float32 old log-probs recomputed by the
-trainer (``recompute_old_logp``), for p in {1, 0, -1}.
+(p from 2 down to -1, ``VARIANTS["holderpo"]``). Control cell: the same with the float32 old
+log-probs recomputed by the trainer (``recompute_old_logp``), for HMPO and GSPO. 72 runs.
 
-Wiring (for the lead): add :data:`HOLDERPO_VARIANT` to rl.studies.spec.VARIANTS (its
-``p_schedule`` is a TrainConfig field and passes through ``to_train_config``), add
-"tiny-lm-scratchpad" to rl.studies.runner.prepare_train's tiny-LM check (so that the three
-checkpoints are trained once, before the workers start), then ``PRESETS["tiny-lm-scratchpad"]
-= PRESET``; declare the endpoints and margins in the spec format (docs/tiny_lm_design.md has
-the pilot figures to choose them from).
+Plan (:func:`_plan`, declared after the pilots and before the first run; see ``plan_note``):
+endpoints on J (:data:`ENDPOINTS`): samples to J >= 0.6 (margin 7 steps = 448 samples), the
+mean J over training (margin 0.03), the final J (mean of the last 3 evaluations, margin 0.2),
+the largest drawdown (collapse at 0.3, margin 0.2); claims with the bandit study's ids where
+they mean the same, HolderPO and GMPO against GSPO, and the mismatch claims (the HMPO - GSPO gap
+with the sampler's own log-probs against the recomputed control; HMPO vs GSPO in the control).
+
+Reproducibility across machines (:data:`PERTURBATION`, measured on the pilot seeds 99 and 100,
+p in {0, -1, 1}): the RL trajectory is chaotic in its sampled tokens, so a start perturbed at
+float32 rounding size moves each run's endpoints by up to 0.0054 (mean J), 0.055 (final J),
+0.065 (drawdown), 134 samples (to J 0.6) beyond its seed's common shift; a checkpoint whose SFT
+began from initial weights perturbed by one ulp (what another CPU's rounding does over 3000 SFT
+steps: J 0.2807 -> 0.2747) moves every variant of that seed together by about 0.08 (mean J),
+0.14 (final J) and 590 samples, which the paired contrasts cancel. The margins are at least
+2 x 1.5 x the per-run part (a paired difference moves by up to twice it), and
+tests/rl/studies/test_tiny_lm_reproducible.py checks that
+perturbing every run by 1.5 x both parts flips no verdict of the analysis. The mean J is the
+endpoint least moved by rounding (5.5x below its margin); the final J and the drawdown are
+chaotic at the single-run level and carry large margins for that reason.
 
 The pilot that chose these settings is recorded in :data:`PILOT` (pilot seeds 99 and 100, never
-reported; the figures are in docs/tiny_lm_design.md).
+reported; the figures are in docs/tiny_lm_design.md) and named in the spec's ``plan_note``.
+
+Time: TIME_PLACEHOLDER
 """
 
 from __future__ import annotations
@@ -59,15 +76,18 @@ _MISMATCH = {"recompute_old_logp": "False"}    # the primary cell: the bfloat16 
 _RECOMPUTED = {"recompute_old_logp": "True"}   # the control cell: float32 old log-probs recomputed
 
 #: Endpoints on the exact J (no sampling noise). Margins: round numbers a practitioner would call
-#: a difference, chosen after the pilot (between-seed SD of the final J about 0.1) and larger than
-#: the cross-machine perturbation effect measured on the endpoints (PERTURBATION).
+#: a difference, chosen after the pilot (between-seed SD of the final J about 0.1), and at least
+#: 2 x 1.5 x the per-run cross-machine shift of the endpoint (PERTURBATION): one seed's paired
+#: difference moves by up to twice a run's shift, and a margin below that lets rounding alone
+#: decide an equivalence test (measured: the synthetic check flipped "equivalent" at 0.15 on the
+#: final J). The mean J is the endpoint rounding moves least.
 ENDPOINTS: dict[str, dict[str, Any]] = {
-    "samples_to_0.6": {"kind": "to_threshold", "threshold": 0.6, "x": "samples", "margin": 5 * SAMPLES_PER_STEP,
+    "samples_to_0.6": {"kind": "to_threshold", "threshold": 0.6, "x": "samples", "margin": 7 * SAMPLES_PER_STEP,
                        "description": "sample efficiency (J logged every 3 steps of 64 samples, interpolated "
-                                      "between evaluations; margin 5 steps):"},
+                                      "between evaluations; margin 7 steps):"},
     "auc": {"kind": "mean", "margin": 0.03,
             "description": "mean exact J over training (its 11 evaluations, after 0, 3, ..., 30 updates):"},
-    "final": {"kind": "final", "last": 7, "margin": 0.15,
+    "final": {"kind": "final", "last": 7, "margin": 0.2,
               "description": "final exact J (the mean of its last 3 evaluations, after 24, 27 and 30 updates):"},
     "drawdown": {"kind": "max_drawdown", "window": 1, "collapse": 0.3, "margin": 0.2,
                  "description": "stability (J is exact, so no sampling noise enters the drawdown; a collapse is a "
@@ -193,9 +213,10 @@ PERTURBATION: dict[str, Any] = {
 
 _PLAN_NOTE = ("declared after the pilot (seeds 99 and 100, not reported: PILOT in rl.studies.preset_tiny_lm, figures in "
               "docs/tiny_lm_design.md; chosen: bfloat16 sampler, 2x2 reuse, policy lag 8, AdamW lr 3e-4, 30 updates) "
-              "and the perturbation pilot (PERTURBATION), before the first run of seeds 0-8 (2026-12-02); thresholds "
-              "and margins are round numbers a practitioner would call a difference and exceed the measured "
-              "cross-machine perturbation of the endpoints")
+              "and the perturbation pilot (PERTURBATION), before any result of seeds 0-8 was read (2026-12-02; the margins of the final J and the "
+              "samples to 0.6 were raised, to 0.2 and 7 steps, while the first run was in progress, from the "
+              "synthetic perturbation check alone); thresholds and margins are round numbers a practitioner would "
+              "call a difference and at least 3 x the per-run cross-machine shift of each endpoint")
 
 
 def preset() -> dict[str, Any]:
