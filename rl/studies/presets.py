@@ -6,9 +6,9 @@
 | bandit  | K-armed control; seq-bandit: every variant off-policy, the core  |   267 | ~4 min idle         |
 |         | ones on-policy, GSPO clip window, lengths 2/4/6, policy lag 2,   |       | (453 CPU-s)         |
 |         | reward noise 0.5; 5-8 seeds, 40 steps, exact expected reward     |       |                     |
-| tiny-lm | tiny LM on 6-digit addition with a carry scratchpad (13-token    |    72 | TINY_TIME_PLACEHOLDER |
-|         | answers), 3 SFT checkpoints x 3 RL seeds; p in {1, 0, -1}, GRPO  |       |                     |
-|         | token, GMPO, HolderPO; bf16 sampler's own log-probs (+ control), |       |                     |
+| tiny-lm | tiny LM on 6-digit addition with a carry scratchpad (13-token    |    72 | ~7.5 min idle       |
+|         | answers), 3 SFT checkpoints x 3 RL seeds; p in {1, 0, -1}, GRPO  |       | (902 CPU-s, SFT     |
+|         | token, GMPO, HolderPO; bf16 sampler's own log-probs (+ control), |       | included)           |
 |         | 2x2, lag 8, 30 updates; exact J (rl.studies.preset_tiny_lm)      |       |                     |
 | tiny-lm-addition | the first tiny LM study (2-digit addition, one shared   |    40 | ~2 min idle         |
 |         | checkpoint, sampled reward; superseded, not in the default)      |       | (227 CPU-s) + SFT   |
