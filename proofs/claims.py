@@ -152,7 +152,7 @@ _FAST_ARITHMETIC = ("arithmetic-sample-efficiency-vs-gspo",)
 
 
 def _per_reward(stem: str) -> tuple[str, ...]:
-    """One estimator-study finding id per reward structure of the sequence bandit."""
+    """One finding id per reward structure of the sequence bandit (the estimator and bandit studies judge each)."""
     return tuple(f"{stem}-{r}" for r in ("count", "all-or-nothing", "prefix"))
 
 
@@ -164,15 +164,18 @@ MEASURED_BY: dict[str, tuple[str, ...]] = {
     "C000-06": _STABLE_UNEQUAL,
     "C000-11": ("monotone-in-p",),
     "C000-15": ("hmpo-more-stable-than-gspo",),
-    "C000-16": ("hmpo-sample-efficiency-vs-gspo",),
-    "C000-17": ("off-policy-degree-effect", "policy-lag-effect"),
+    "C000-16": ("hmpo-sample-efficiency-vs-gspo", *_per_reward("hmpo-vs-gspo")),
+    "C000-17": ("off-policy-degree-effect", "policy-lag-effect", "mismatch-effect"),
     "C000-19": ("adaptive-vs-gspo",),
-    "C000-24": ("learnable-p-vs-gspo", "learnable-p-where-it-goes"),
+    "C000-24": ("learnable-p-vs-gspo", "learnable-p-where-it-goes", "holderpo-vs-gspo"),
     "C000-26": ("multiscale-vs-gspo",),
     "C000-35": ("sequence-length-effect",),
-    "C000-41": _FAST_ARITHMETIC,
+    "C000-41": (*_FAST_ARITHMETIC, *_per_reward("arithmetic-vs-gspo")),
     "C000-42": ("reward-noise-robustness",),
-    "C000-43": ("hmpo-robust-to-staleness",),
+    "C000-43": ("hmpo-robust-to-staleness", "hmpo-robust-to-mismatch"),
+    "C000-44": ("hmpo-sample-efficiency-vs-gspo", "arithmetic-sample-efficiency-vs-gspo", "monotone-in-p",
+                "optimizer-effect"),
+    "C000-45": ("reward-kind-effect", *_per_reward("hmpo-vs-gspo"), *_per_reward("arithmetic-vs-gspo")),
     "C001-09": ("gspo-interior-optimum",),
     "C001-12": ("cost-of-the-means",),
     "C002-06": (*_STABLE_UNEQUAL, "hmpo-more-stable-than-gspo"),
@@ -327,18 +330,20 @@ SEED_000: list[Row] = [
      "minus p = 0 in mean reward over training rise with the noise by more than the margin?"),
     (43, "The means differ in robustness under distribution shift (HMPO the most robust)", "Metrics to Track / 4",
      "measured", ("study: off-policy-degree",),
-     "Measured with one shift, a stale behaviour policy (lag 2): does it cost p = -1 less than p = 0? The "
-     "training-inference mismatch and staleness studies of the training-regime issue (13) measure more shifts."),
+     "Measured with two shifts: a stale behaviour policy (lag 0 -> 4) and a training-inference mismatch (noise of sd "
+     "tau on the behaviour log-probs, tau 0 -> 1; on the tiny LM a bfloat16 sampler's own log-probs): does the shift "
+     "cost p = -1 less than p = 0 (the per-seed gap p = -1 minus p = 0 rises by more than the margin)?"),
     (44, "The means affect optimization landscapes and convergence rates", "Broader Research Connections / 1",
-     "open", (),
-     "Open here: the exact estimator study (gradient cosine, bias and variance of each mean against the exact policy "
-     "gradient, the estimator issue) and the training-regime studies (issue 13) answer it; the bandit p-sweep "
-     "(monotone-in-p) measures convergence speed in one saturating regime only."),
+     "measured", ("study: sample-efficiency", "study: mean-sweep"),
+     "Measured as convergence speed: samples to a fixed exact J and mean J over training for p = -1 and p = 1 against "
+     "p = 0 (the bandit study, three reward structures, mismatch, staleness and reuse; the tiny LM), the p-sweep's "
+     "trend, and whether the optimiser (AdamW vs SGD) changes the gap. The landscape itself is measured by the "
+     "exact estimator study (C000-46/47: the expected gradient's direction and variance)."),
     (45, "Which mean works best depends on the type of task", "Open Research Questions / 2",
-     "open", (),
-     "Open here: the training-regime issue (13) varies the reward structure (count, all-or-nothing, longest prefix), "
-     "which decides whose bias hurts (for a factorized policy and the additive count reward p = 1 is exactly unbiased "
-     "in direction); the committed studies have one task each."),
+     "measured", ("study: reward-structure",),
+     "Measured on the sequence bandit with three reward structures (count: additive, where p = 1 is exactly unbiased "
+     "in direction; all-or-nothing; longest correct prefix), 16 paired seeds each: does the gap p = -1 minus p = 0 "
+     "change with the reward, and does each mean's comparison with GSPO change sign across rewards?"),
     (46, "Bias-variance tradeoffs across mean types", "Implementation Research Program / Phase 2 / 2",
      "measured", ("TE2-is-product-unbiased", "TE3-additive-arithmetic-unbiased", "TE4-nonadditive-biased",
                   "study: estimator"),

@@ -33,7 +33,7 @@ from scipy import stats as sps
 from rl.studies.endpoints import EndpointValue, consumed, endpoint_value, series
 from rl.studies.findings import Finding, StatTest, outcome
 from rl.studies.plan import Claim, Endpoint, matches
-from rl.studies.spec import StudySpec, variant_p
+from rl.studies.spec import MIN_SEEDS_FOR_COMPARISON, StudySpec, variant_p
 from rl.studies.stats import (curve_band, holm, mann_whitney_test, mean_ci, page_trend, permutation_test,
                               power_paired, sign_flip_test, signed_rank_test, tost)
 
@@ -41,9 +41,10 @@ __all__ = ["Cell", "Summary", "StudyData", "Analysis", "collect", "difference_te
            "aggregate_verdict"]
 
 #: columns summarised per run beside the declared endpoints, by the names the trainer logs (an
-#: absent column gives NaN): the regime (token-weight ESS and, where the loss logs it, the
-#: within-sequence log-ratio spread), clipping, KL, the p in force, the time, skipped updates
-RUN_COLUMNS = {"ess_mean": "loss/token_weight_ess", "log_ratio_spread": "loss/log_ratio_spread",
+#: absent column gives NaN): the regime (token-weight ESS, and the within-sequence log-ratio
+#: spread that rl.trainer.log_ratio_spread logs per step), clipping, KL, the p in force, the time,
+#: skipped updates
+RUN_COLUMNS = {"ess_mean": "loss/token_weight_ess", "log_ratio_spread": "log_ratio_spread",
                "clip_low": "loss/clip_frac_low", "clip_high": "loss/clip_frac_high", "kl": "kl_old_new",
                "p": "p", "sec_per_step": "time_s", "skipped_updates": "skipped_total"}
 
@@ -141,9 +142,13 @@ def collect(records: Sequence[dict[str, Any]], spec: StudySpec) -> StudyData:
     failed = sorted(r["run_id"] for r in records if r.get("status") == "failed")
     recs: dict[str, dict[str, dict[int, list[dict[str, Any]]]]] = {}
     factors: dict[str, dict[str, str]] = {}
+    # a run's condition is the one the spec gives its config now: a result written before the spec
+    # gained a factor (a resumed, extended study) carries a cell without it
+    planned = {r.config_hash: r.cell for r in spec.runs()}
     for rec in ok:
-        label = cell_label(rec.get("cell", {}))
-        factors[label] = dict(rec.get("cell", {}))
+        cell = planned.get(rec.get("config_hash"), rec.get("cell", {}))
+        label = cell_label(cell)
+        factors[label] = dict(cell)
         recs.setdefault(label, {}).setdefault(rec["variant"], {}).setdefault(int(rec.get("seed", 0)), []).append(rec)
     values: dict[str, dict[str, dict[int, dict[str, EndpointValue]]]] = {}
     runs: list[dict[str, Any]] = []
@@ -522,11 +527,20 @@ def _levels(data: StudyData, claim: Claim, baseline: str) -> list[list[Cell]]:
     for c in data.cells:
         if claim.factor not in c.factors or claim.variant not in c.variants or baseline not in c.variants:
             continue
+        if claim.levels and c.factors[claim.factor] not in claim.levels:
+            continue
         rest = {k: v for k, v in c.factors.items() if k != claim.factor}
         if claim.where and not matches(rest, claim.where):
             continue
-        groups.setdefault(tuple(sorted(rest.items())), []).append(c)
-    return [sorted(g, key=lambda c: _level_key(c.factors[claim.factor])) for g in groups.values() if len(g) >= 2]
+        # factors carried by the claim's factor (they change with it by design) do not split the groups
+        key = tuple(sorted((k, v) for k, v in rest.items() if k not in claim.carried))
+        groups.setdefault(key, []).append(c)
+
+    def order(c: Cell):
+        v = c.factors[claim.factor]
+        return claim.levels.index(v) if claim.levels else _level_key(v)
+
+    return [sorted(g, key=order) for g in groups.values() if len(g) >= 2]
 
 
 def _gaps(data: StudyData, c: Cell, claim: Claim, baseline: str, ep: Endpoint) -> dict[int, float]:
@@ -550,10 +564,13 @@ def _interaction(data: StudyData, claim: Claim, baseline: str) -> tuple[list[Sta
             g0, g1 = _gaps(data, first, claim, baseline, ep), _gaps(data, last, claim, baseline, ep)
             ident = all(_identical(data, c.label, claim.variant, baseline, _ep_columns(ep)) for c in (first, last))
             kw = dict(cell=label, endpoint=e, variant=claim.variant, baseline=baseline, higher_is_better=ep.higher_is_better)
-            if set(g0) == set(g1):
-                seeds = sorted(g0)
-                draft = differences_test(np.array([g1[s] - g0[s] for s in seeds]), ep.margin if ep.relative else
+            common = sorted(set(g0) & set(g1))
+            if len(common) >= MIN_SEEDS_FOR_COMPARISON:
+                # paired on the seeds both levels ran (a secondary level may run a subset of the reference's)
+                draft = differences_test(np.array([g1[s] - g0[s] for s in common]), ep.margin if ep.relative else
                                          ep.margin_for(_baseline_mean(data, first, baseline, e)), **kw)
+                if set(g0) != set(g1):
+                    draft.notes.append(f"paired on the {len(common)} seeds both levels ran")
             else:
                 a, b = np.array(list(g1.values())), np.array(list(g0.values()))
                 t = permutation_test(a, b)
@@ -584,6 +601,9 @@ def _interaction(data: StudyData, claim: Claim, baseline: str) -> tuple[list[Sta
                     drafts.append(trend)
     if claim.factor in plan.confounds:
         notes.append(f"confounded: {plan.confounds[claim.factor]}")
+    if claim.carried:
+        notes.append(f"{', '.join(claim.carried)} change{'s' if len(claim.carried) == 1 else ''} with {claim.factor} "
+                     "by design (see the confounds)")
     return judge(drafts, family=_family_name(claim, len(drafts)), alpha=alpha), notes
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from rl.studies.analysis import Analysis, Cell, bands
+from rl.studies.plan import matches
 from rl.studies.spec import variant_p
 
 __all__ = ["write_figures", "variant_style", "short_label", "FIGURE_CAPTIONS"]
@@ -237,12 +238,16 @@ def _ess(a: Analysis, path: Path) -> Path | None:
 
 def _sweep(a: Analysis, path: Path) -> Path | None:
     cells = [c for c in a.data.cells if c.control is None and sum(variant_p(v) is not None for v in c.variants) >= 3]
+    # where sweep claims are declared, the conditions they judge (a study with many axes would crowd the panel)
+    sweeps = [cl for cl in a.data.spec.plan.claims if cl.kind == "sweep" and cl.where]
+    if sweeps:
+        cells = [c for c in cells if any(matches(c.factors, cl.where) for cl in sweeps)] or cells
     eps = [e for e, ep in a.data.spec.plan.endpoints.items() if ep.kind != "median" and e != "final_p"]
     if not cells or not eps:
         return None
     summ = {(s.cell, s.variant): s for s in a.summaries}
     fig, axes = _grid(len(eps), sharey=False, width=4.8, height=3.5)
-    markers = dict(zip([c.label for c in cells], _MARKERS))
+    markers = {c.label: _MARKERS[i % len(_MARKERS)] for i, c in enumerate(cells)}
     for ax, e in zip(axes, eps):
         for i, c in enumerate(cells):
             vs = sorted((v for v in c.variants if variant_p(v) is not None), key=variant_p)
@@ -250,7 +255,7 @@ def _sweep(a: Analysis, path: Path) -> Path | None:
             m = np.array([summ[(c.label, v)].endpoints[e][0] for v in vs])
             lo = np.array([summ[(c.label, v)].endpoints[e][1] for v in vs])
             hi = np.array([summ[(c.label, v)].endpoints[e][2] for v in vs])
-            err = np.vstack([np.nan_to_num(m - lo), np.nan_to_num(hi - m)])
+            err = np.clip(np.vstack([np.nan_to_num(m - lo), np.nan_to_num(hi - m)]), 0.0, None)  # a skewed bootstrap-t interval may sit beside the mean
             ax.errorbar(x, m, yerr=err, marker=markers[c.label], ms=4, capsize=2, lw=1.1,
                         label=short_label(a, c.label))
         ax.axvline(0, color="0.5", lw=0.8, ls=":")

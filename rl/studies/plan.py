@@ -46,7 +46,10 @@ Claim kinds: *comparison* (variant against baseline per condition; ``pool = true
 test of the per-seed mean difference over the conditions, outside those where the means
 coincide); *interaction* (does the variant-minus-baseline gap change with ``factor``, other
 factors fixed: the contrast last level minus first level, plus Page's trend test with 3 or more
-levels); *sweep* (the endpoint across the plain power variants ordered by p: Page's trend test
+levels; ``levels`` = [a, b, ...] restricts and orders the levels contrasted, a first; ``carried``
+names factors that change with the factor by design, e.g. the learning rate with the optimizer or
+the step count with the reuse when updates are held equal: they may differ between the levels,
+and the report names them as confounds); *sweep* (the endpoint across the plain power variants ordered by p: Page's trend test
 and an interior optimum at ``optimum_at``, default p = 0); *descriptive* (numbers without a
 test; without a ``variant``, every variant other than the baseline). A condition filter is a table of factor = value (the values as the cell labels write
 them); a condition matches when every named factor has that value.
@@ -157,6 +160,8 @@ class Claim:
     optimum_at: float = 0.0
     ratio: bool = False
     figure: str | None = None
+    levels: tuple[str, ...] = ()
+    carried: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -249,6 +254,14 @@ def _filters(v: Any, what: str) -> tuple[dict[str, str], ...]:
     return tuple({str(k): (f"{x:g}" if isinstance(x, float) else str(x)) for k, x in f.items()} for f in v)
 
 
+def _strings(v: Any, what: str) -> tuple[str, ...]:
+    if v is None:
+        return ()
+    if not isinstance(v, list) or not all(isinstance(x, (str, int, float)) and not isinstance(x, bool) for x in v):
+        raise ValueError(f"{what} must be a list of values as the cell labels write them, got {v!r}")
+    return tuple(f"{x:g}" if isinstance(x, float) else str(x) for x in v)
+
+
 def _endpoint(name: str, t: dict[str, Any], metric: str) -> Endpoint:
     what = f"endpoint {name!r}"
     if not _NAME.match(name):
@@ -284,7 +297,7 @@ def _endpoint(name: str, t: dict[str, Any], metric: str) -> Endpoint:
 def _claim(t: dict[str, Any], endpoints: dict[str, Endpoint], canonical) -> Claim:
     what = f"claim {t.get('id')!r}"
     _keys(t, {"id", "kind", "claim", "endpoints", "supports", "variant", "baseline", "where", "factor", "pool",
-              "optimum_at", "ratio", "figure"}, what)
+              "optimum_at", "ratio", "figure", "levels", "carried"}, what)
     if not isinstance(t.get("id"), str) or not _NAME.match(t["id"]):
         raise ValueError(f"{what}: 'id' must be given: letters, digits, '_', '.', '+' or '-'")
     kind = t.get("kind")
@@ -312,11 +325,18 @@ def _claim(t: dict[str, Any], endpoints: dict[str, Endpoint], canonical) -> Clai
                          "one trend verdict reads the same way for each")
     if kind == "interaction" and not isinstance(t.get("factor"), str):
         raise ValueError(f"{what}: an interaction claim names the 'factor' whose levels it contrasts")
+    levels, carried = _strings(t.get("levels"), f"{what}: levels"), _strings(t.get("carried"), f"{what}: carried")
+    if (levels or carried) and kind != "interaction":
+        raise ValueError(f"{what}: 'levels' and 'carried' belong to interaction claims")
+    if levels and len(levels) < 2:
+        raise ValueError(f"{what}: 'levels' names at least 2 levels of the factor, got {list(levels)}")
+    if t.get("factor") in carried:
+        raise ValueError(f"{what}: the factor {t['factor']!r} cannot also be 'carried'")
     return Claim(id=t["id"], kind=kind, claim=str(t.get("claim", t["id"])), endpoints=tuple(eps), supports=supports,
                  variant=variant, baseline=canonical(t["baseline"]) if t.get("baseline") else None,
                  where=_filters(t.get("where"), what), factor=t.get("factor"), pool=bool(t.get("pool", False)),
                  optimum_at=_number(t.get("optimum_at", 0.0), f"{what}: optimum_at"), ratio=bool(t.get("ratio", False)),
-                 figure=t.get("figure"))
+                 figure=t.get("figure"), levels=levels, carried=carried)
 
 
 def parse_plan(data: dict[str, Any], *, metric: str, alpha: float, canonical) -> Plan:

@@ -3,9 +3,11 @@
 | preset  | what                                                             | runs  | time on 2 cores     |
 |---------|------------------------------------------------------------------|-------|---------------------|
 | smoke   | seq-bandit, p in {1, 0, -1}, off-policy 2x2, 5 seeds, 12 steps   |    15 | 8 s                 |
-| bandit  | K-armed control; seq-bandit: every variant off-policy, the core  |   267 | ~4 min idle         |
-|         | ones on-policy, GSPO clip window, lengths 2/4/6, policy lag 2,   |       | (453 CPU-s)         |
-|         | reward noise 0.5; 5-8 seeds, 40 steps, exact expected reward     |       |                     |
+| bandit  | seq-bandit, rewards count / prefix / all-or-nothing, random      |  1307 | ~7.5 min idle       |
+|         | target and initial policy per seed; reference cell 4x4, tau 0.3, |       | (902 CPU-s runs +   |
+|         | lag 2, 13 variants x 16 seeds per reward; axes on 8 seeds: T,    |       | 30 CPU-s report)    |
+|         | tau, lag, reuse at equal updates, SGD, clip windows, reward      |       |                     |
+|         | noise; controls on-policy and K-armed; exact J in closed form    |       |                     |
 | tiny-lm | tiny LM on 6-digit addition with a carry scratchpad (13-token    |    72 | ~7.5 min idle       |
 |         | answers), 3 SFT checkpoints x 3 RL seeds; p in {1, 0, -1}, GRPO  |       | (902 CPU-s, SFT     |
 |         | token, GMPO, HolderPO; bf16 sampler's own log-probs (+ control), |       | included)           |
@@ -16,15 +18,17 @@
 |         | 10 seeds, 300 steps                                              |       | ray --address auto  |
 
 Times measured on this project's 2-core machine (CPU seconds of the workers; wall time on a
-machine shared with other jobs was 8.4 min for bandit and 4.6 min for tiny-lm).
+machine shared with other jobs was 13.9 min for bandit, in two invocations, and 18.5 min for
+tiny-lm, its SFT included: 902 CPU-s at 0.81 of the 2 cores). The bandit study's cost: prefix runs (30 steps x 16 updates, ~1 CPU-s each) are half of
+it, count and all-or-nothing (10 x 16, ~0.35 CPU-s) a third, the equal-updates 1x1 runs the rest.
 
 ``bandit`` and ``tiny-lm`` form the default study that ``hmpo report`` runs (DEFAULT_STUDIES):
-about 6 minutes of 2 idle cores plus the one-time SFT warm start (about 1 minute) and the
-theory (about 10 s). Every preset that compares variants has at least 5 seeds per variant
+about 15 minutes of 2 idle cores (7.5 each; the tiny LM's includes building its 3 SFT
+checkpoints, 3 x 102 CPU-s, when they are not cached) and the theory (about 10 s). Every preset that compares variants has at least 5 seeds per variant
 (StudySpec.check enforces it). Paired on seeds, 5 seeds decide nothing: the exact sign-flip
-test cannot go below p = 2/32 = 0.0625; the compared cells have 8 (2/256 = 0.0078), enough
-for a family of up to 6 tests, and the on-policy and one-token controls keep 5, since they
-are checked bit for bit. Each preset declares its analysis plan (rl.studies.plan) below.
+test cannot go below p = 2/32 = 0.0625; the bandit study's reference cells have 16 (2/65536),
+its axis levels 8 (2/256 = 0.0078, paired with the reference's seeds 0-7), and the on-policy
+and one-token controls keep 5, since they are checked bit for bit. Each preset declares its analysis plan (rl.studies.plan) below.
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ def _vs(cid: str, claim: str, variant: str, endpoints: list[str], supports: str,
 
 def _factor(cid: str, claim: str, factor: str, endpoints: list[str], supports: str = "differs",
             **kw: Any) -> dict[str, Any]:
+    """An interaction claim on p=-1 vs p=0 (``kw``: where, levels, carried; see rl.studies.plan)."""
     return {"id": cid, "kind": "interaction", "claim": claim, "variant": "p=-1", "factor": factor,
             "endpoints": endpoints, "supports": supports, "figure": "differences", **kw}
 
@@ -107,46 +112,162 @@ def _claims(efficiency: list[str], where_eff: list[dict], where_stab: list[dict]
     ]
 
 
+# ----------------------------------------------------------------------------- the bandit study (issue 13)
+# Declared before its first real run, from the pilot below (seeds 1000-1001, never reported).
+
+#: per reward kind: vocabulary, length, steps, initial-policy scale, chosen on the pilot so that no
+#: variant saturates in the reference cell (best variant <= 0.9 of max J = 1) while the harmonic
+#: mean's token weights are unequal there (median ESS <= 0.85 for p = -1)
+BANDIT_REWARDS: dict[str, dict[str, Any]] = {
+    "count": {"reward": "count", "vocab": 8, "seq_len": 8, "steps": 10, "policy.init_scale": 1.0},
+    "prefix": {"reward": "prefix", "vocab": 8, "seq_len": 8, "steps": 30, "policy.init_scale": 1.0},
+    # V = 2 and a flatter start: with 32 answers per step a reward must be seen at all (J0 ~ 2^-8)
+    "all-or-nothing": {"reward": "all-or-nothing", "vocab": 2, "seq_len": 8, "steps": 10, "policy.init_scale": 0.3},
+}
+#: the reference off-policy condition: every axis moves one of these from here
+BANDIT_OFF = {"off_policy": "4x4", "old_logp_noise": 0.3, "policy_lag": 2, "optimizer": "adamw", "clip": "0.2"}
+#: reuse 1x1 holds the optimizer updates equal: 16 x the steps of 4x4 (one update per step)
+REUSE_STEP_FACTOR = 16
+BANDIT_PRIMARY_VARIANTS = ["p=1", "p=0.5", "p=0", "p=-0.5", "p=-1", "grpo-token", "gmpo", "holderpo", "pmpo", "luspo",
+                           "adaptive", "learnable-p", "multiscale"]
+BANDIT_PRIMARY_SEEDS = 16   # seeds 0..15 in the three reference cells
+BANDIT_AXIS_SEEDS = 8       # seeds 0..7 at the other levels of each axis (paired with the reference's 0..7)
+BANDIT_SGD_LR = 4.0         # plain SGD's rate (AdamW: 0.05), chosen on the pilot (prefix only)
+
+
+def _where(reward: str, **change: Any) -> dict[str, Any]:
+    """The condition filter of a reward's reference cell, with ``change`` applied."""
+    r = BANDIT_REWARDS[reward]
+    return {"env": "seq-bandit", "reward": reward, "seq_len": r["seq_len"], **BANDIT_OFF, "clip_center": "plain",
+            "lr": 0.05, "reward_noise": 0, **change}
+
+
+_PRIMARY = [_where(r) for r in BANDIT_REWARDS]
+
+BANDIT_PILOT: dict[str, Any] = {
+    "seeds": [1000, 1001],  # never reported: the study runs seeds 0-15
+    "criteria": "in each reward's reference cell the best variant ends <= 0.9 (max J = 1) and p = -1 has a median "
+                "token-weight ESS <= 0.85; a run costs about a second; the whole study about 600 CPU-s",
+    # (settings; for p = -1 unless said: J start -> end, median ESS, median log-ratio spread, mean clip fraction)
+    "tried": [
+        {"settings": "count V8 T8 4x4 tau 0.3 lag 0 lr 0.05, 30 steps", "J": [0.119, 0.874], "ess": 0.922, "spread": 0.283},
+        {"settings": "count 4x4 tau 0 lag 2 lr 0.05, 30 steps", "J": [0.119, 0.871], "ess": 0.884, "spread": 0.318},
+        {"settings": "count 4x4 tau 0.3 lag 2 lr 0.05, 30 steps", "J": [0.119, 0.871], "ess": 0.838, "spread": 0.408,
+         "note": "p=1 and p=0 end at 0.997 / 0.996: saturated"},
+        {"settings": "count 4x4 tau 0.3 lag 2 lr 0.05, 12 steps", "J": [0.119, 0.526], "ess": 0.831,
+         "note": "p=1 ends 0.822 / 0.870 (seeds 1000 / 1001): 10 steps chosen for a margin"},
+        {"settings": "count lr 0.02, 20 steps", "J": [0.119, 0.678], "ess": 0.876, "note": "ESS too high"},
+        {"settings": "prefix 4x4 tau 0.3 lag 0 lr 0.05, 30 steps", "J": [0.009, 0.62], "ess": 0.918},
+        {"settings": "prefix 4x4 tau 0.3 lag 2 lr 0.05, 30 steps", "J": [0.009, 0.389], "ess": 0.822, "spread": 0.428,
+         "note": "p=0 ends 0.619 / 0.374, p=1 0.524 / 0.257: chosen"},
+        {"settings": "all-or-nothing V2 T8 init 1.0, 30 steps", "J": [0.0, 0.0], "note": "no reward ever seen"},
+        {"settings": "all-or-nothing V2 T4 init 1.0, 30 steps", "J": [0.018, 0.995], "ess": 0.935, "note": "saturated"},
+        {"settings": "all-or-nothing V2 T8 init 0.3, 14 steps", "J": [0.002, 0.947], "ess": 0.86, "note": "p=0 0.93 / 0.98"},
+        {"settings": "all-or-nothing V2 T8 init 0.3, 10 steps", "J": [0.002, 0.541], "ess": 0.93,
+         "note": "seed 1001: 0.918, ESS 0.819; p=0 0.224 / 0.708, p=1 0.144 / 0.330: chosen (median ESS ~0.87, "
+                 "above the 0.85 aim: the take-off of this reward is abrupt)"},
+        {"settings": "prefix SGD lr 1.0", "J": [0.009, 0.311], "ess": 0.905},
+        {"settings": "prefix SGD lr 4.0", "J": [0.009, 0.48], "ess": 0.838, "note": "chosen"},
+        {"settings": "prefix 1x1 x 480 steps (equal updates) lr 0.05", "J": [0.009, 0.994], "ess": 0.928,
+         "note": "16x the samples: saturates; kept as the equal-updates level (labelled by the regime check)"},
+    ],
+    # clip = "calibrated" (rl.studies.spec.CALIBRATED_CLIP): prefix reference cell, mean clip fraction over the
+    # two pilot seeds by symmetric eps; target 0.15, log-eps interpolation between the bracketing eps
+    "calibration": {
+        "target_clip_fraction": 0.15,
+        "p=1": {0.05: 0.295, 0.1: 0.273, 0.2: 0.165, 0.4: 0.068, 0.8: 0.016},
+        "p=0": {0.05: 0.365, 0.1: 0.420, 0.2: 0.256, 0.4: 0.075, 0.8: 0.0005},
+        "p=-1": {0.05: 0.353, 0.1: 0.358, 0.2: 0.276, 0.4: 0.159, 0.8: 0.086},
+        "eps": {"p=1": 0.22, "p=0": 0.30, "p=-1": 0.44},
+    },
+    # the size of cross-machine arithmetic differences, measured as the largest endpoint change when every
+    # initial logit moves by one ulp (torch.nextafter), over p in {1, 0, -1} x seeds 0-3 of the three reference
+    # cells (36 run pairs; no sampled token flipped in any): J endpoints (auc, final, drawdown) and the
+    # samples-to-threshold endpoints (in samples, of budgets 320-960)
+    "reproducibility": {"largest_endpoint_change": 1.2e-7, "largest_samples_change": 1.1e-4, "safety_factor": 1000,
+                        "runs": 36, "note": "a perturbation that flips one sampled token would change that run like "
+                        "a new seed; none did here, and tests/rl/studies/test_preset_bandit.py checks that a "
+                        "shift of every run's J by 1000 x the measured change moves no verdict"},
+    "cpu_s_per_run": "0.2-0.4 (count, all-or-nothing: 10 steps x 16 updates), 0.6-1.3 (prefix: 30 x 16), "
+                     "1.4 (1x1 x 480 steps), measured on the shared 2-core machine",
+}
+
 BANDIT_PLAN: dict[str, Any] = {
     "endpoints": {
-        "samples_to_0.9": {"kind": "to_threshold", "threshold": 0.9, "x": "samples", "margin": 0.05, "relative": True,
-                           "description": "sample efficiency:"},
+        "samples_to_0.25": {"kind": "to_threshold", "threshold": 0.25, "x": "samples", "margin": 0.05,
+                            "relative": True, "description": "sample efficiency (exact J reaches 0.25):"},
+        "samples_to_0.5": {"kind": "to_threshold", "threshold": 0.5, "x": "samples", "margin": 0.05,
+                           "relative": True, "description": "sample efficiency (exact J reaches 0.5):"},
         "auc": {"kind": "mean", "margin": 0.01,
-                "description": "mean exact reward over training (the area under the curve per step):"},
-        "final": {"kind": "final", "margin": 0.01, "description": "final exact reward:"},
+                "description": "mean exact J over training (the area under the curve per step):"},
+        "final": {"kind": "final", "margin": 0.02, "description": "final exact J:"},
         "drawdown": {"kind": "max_drawdown", "window": 1, "collapse": 0.2, "margin": 0.02,
-                     "description": "stability:"},
+                     "description": "stability (exact J, no sampling noise):"},
         **_COMMON_ENDPOINTS,
     },
     "controls": [
         {"where": [{"env": "bandit"}], "reason": "one-token answers: every power mean of one ratio is that ratio"},
-        {"where": [{"env": "seq-bandit", "off_policy": "1x1", "policy_lag": "0"}],
-         "reason": "on-policy: every p gives the same gradient (T10)"},
+        {"where": [{"env": "seq-bandit", "off_policy": "1x1", "policy_lag": "0", "old_logp_noise": "0"}],
+         "reason": "on-policy, no mismatch: every p gives the same gradient (T10)"},
     ],
     "claims": [
-        *_claims(["samples_to_0.9", "auc"], [_M, _LAG], [_M, _LAG, _NOISE], [_M]),
-        *[_vs(f"{v}-vs-gspo", f"{what} reaches a higher reward than GSPO (over training and at the end)", v,
-              ["auc", "final"], "better", [_M], "differences")
-          for v, what in (("adaptive", "Adaptive mean selection"), ("rmi", "Recursive mean iteration (RMI)"),
+        *_claims(["samples_to_0.25", "auc"], _PRIMARY, _PRIMARY, _PRIMARY),
+        *[_vs(f"hmpo-vs-gspo-{r}", f"HMPO (p=-1) reaches a higher exact J than GSPO with the {r} reward (over "
+              "training and at the end)", "p=-1", ["auc", "final"], "better", [_where(r)], "differences")
+          for r in BANDIT_REWARDS],
+        *[_vs(f"arithmetic-vs-gspo-{r}", f"The arithmetic mean (p=1) reaches a higher exact J than GSPO with the {r} "
+              "reward", "p=1", ["auc", "final"], "better", [_where(r)], "differences") for r in BANDIT_REWARDS],
+        *[_vs(f"{v}-vs-gspo", f"{what} reaches a higher exact J than GSPO (over training and at the end)", v,
+              ["auc", "final"], "better", _PRIMARY, "differences")
+          for v, what in (("holderpo", "HolderPO (p annealed from 2 to -1)"), ("pmpo", "PMPO (clip-aware p per "
+                          "trajectory)"), ("luspo", "LUSPO (GSPO weighted by length)"), ("gmpo", "GMPO"),
+                          ("grpo-token", "Token-level GRPO"), ("adaptive", "Adaptive mean selection"),
                           ("multiscale", "The multi-scale mean"), ("learnable-p", "A learnable p"))],
         {"id": "learnable-p-where-it-goes", "kind": "descriptive", "claim": "Where a learnable p (started at 0) "
-         "drives itself", "variant": "learnable-p", "endpoints": ["final_p"], "figure": "learned_p"},
-        _factor("off-policy-degree-effect", "The effect of the mean (p=-1 vs p=0) depends on the off-policy degree "
-                "(epochs x minibatches per batch)", "off_policy", ["auc"]),
+         "drives itself", "variant": "learnable-p", "endpoints": ["final_p"], "where": _PRIMARY, "figure": "learned_p"},
+        _factor("reward-noise-robustness", "HMPO is more robust than GSPO to noisy rewards (Gaussian noise of sd 0.5 "
+                "costs it less)", "reward_noise", ["auc"], "better"),
+        _factor("off-policy-degree-effect", "The effect of the mean (p=-1 vs p=0) depends on sample reuse (1x1 vs "
+                "4x4 epochs x minibatches, optimizer updates held equal)", "off_policy", ["auc"],
+                levels=["1x1", "4x4"], carried=["steps"]),
+        _factor("mismatch-effect", "The effect of the mean (p=-1 vs p=0) depends on the training-inference "
+                "mismatch (N(0, tau^2) per token on the behaviour log-probs the loss sees)", "old_logp_noise",
+                ["auc"]),
+        _factor("hmpo-robust-to-mismatch", "HMPO is more robust than GSPO to training-inference mismatch (tau "
+                "0 -> 1 costs it less)", "old_logp_noise", ["auc"], "better"),
         _factor("policy-lag-effect", "The effect of the mean (p=-1 vs p=0) depends on the policy lag (a stale "
                 "behaviour policy)", "policy_lag", ["auc"]),
         _factor("hmpo-robust-to-staleness", "HMPO is more robust than GSPO under distribution shift (a stale "
                 "behaviour policy costs it less)", "policy_lag", ["auc"], "better"),
         _factor("sequence-length-effect", "The effect of the mean (p=-1 vs p=0) depends on the answer length",
                 "seq_len", ["auc"]),
-        _factor("clip-window-effect", "The effect of the mean (p=-1 vs p=0) depends on the clip window", "clip",
-                ["auc"]),
-        _factor("reward-noise-robustness", "HMPO is more robust than GSPO to noisy rewards (noise costs it less)",
-                "reward_noise", ["auc"], "better"),
+        _factor("optimizer-effect", "The effect of the mean (p=-1 vs p=0) depends on the optimiser (plain SGD "
+                "keeps the means' scale differences, AdamW's sign-like steps erase them)", "optimizer", ["auc"],
+                levels=["adamw", "sgd"], carried=["lr"]),
+        _factor("clip-window-effect", "The effect of the mean (p=-1 vs p=0) depends on the clip window (0.2 vs "
+                "GSPO's 3e-4/4e-4)", "clip", ["auc"], levels=["0.2", "gspo"]),
+        _factor("calibrated-clip-transfer", "A window calibrated per p to an equal clip fraction changes the "
+                "effect of the mean (p=-1 vs p=0) against one shared 0.2 window", "clip", ["auc"],
+                levels=["0.2", "calibrated"]),
+        _factor("bias-corrected-centre-effect", "Centring the window on exp(p Var / 2) changes the effect of the "
+                "mean (p=-1 vs p=0)", "clip_center", ["auc"], levels=["plain", "bias-corrected"]),
+        _factor("reward-kind-effect", "The effect of the mean (p=-1 vs p=0) depends on the reward structure "
+                "(additive count vs non-additive prefix and all-or-nothing)", "reward", ["auc"],
+                levels=["count", "prefix", "all-or-nothing"], carried=["vocab", "steps", "policy.init_scale"],
+                where=[{k: v for k, v in _where("count").items() if k != "reward"}]),
     ],
-    "regime": {"ess_metric": "loss/token_weight_ess", "variant": "p=-1"},
-    "confounds": {"off_policy": "4x4 also makes 16 optimizer updates per batch of samples instead of 1, so it "
-                                "changes the amount of optimisation as well as the off-policy degree"},
+    "regime": {"ess_metric": "loss/token_weight_ess", "variant": "p=-1", "coincide_above": 0.95,
+               "objective_max": 1.0, "saturation": 0.9},
+    "confounds": {
+        "off_policy": "reuse 1x1 runs 16x the steps of 4x4, so both make the same number of optimizer updates "
+                      "(160 count and all-or-nothing, 480 prefix), but 1x1 consumes 16x the samples, and its lag of "
+                      "2 steps is 2 updates stale where 4x4's is 32",
+        "optimizer": "plain SGD runs at lr 4, AdamW at 0.05 (each chosen on the pilot); the rate changes with the "
+                     "optimiser",
+        "reward": "the rewards differ in vocabulary (all-or-nothing V = 2), steps and initial-policy scale (chosen "
+                  "per reward on the pilot so that none saturates)",
+        "policy_lag": "a lag of k steps is 16 k optimizer updates stale at 4x4",
+    },
 }
 
 TINY_LM_PLAN: dict[str, Any] = {
@@ -170,6 +291,40 @@ SMOKE_PLAN: dict[str, Any] = {
                    ["samples_to_0.5", "auc"], "better", [], "differences")],
 }
 
+def _bandit_grid() -> list[dict[str, Any]]:
+    """The bandit study's grids: the reference cell of each reward, then one axis at a time."""
+    seq = {"env": "seq-bandit", "clip_center": "plain"}
+    core = CORE
+
+    def ref(reward: str, **change: Any) -> dict[str, Any]:
+        return {**seq, **BANDIT_REWARDS[reward], **BANDIT_OFF, **change}
+
+    grids: list[dict[str, Any]] = []
+    for r in BANDIT_REWARDS:  # primary: every variant, 16 paired seeds
+        grids.append({**ref(r), "variant": BANDIT_PRIMARY_VARIANTS, "seeds": BANDIT_PRIMARY_SEEDS})
+    axis = {"variant": core, "seeds": BANDIT_AXIS_SEEDS}
+    # length (all-or-nothing: T = 4 only; at T >= 16 with V = 2 a batch of 32 answers sees no reward)
+    grids.append({**ref("count"), "seq_len": [4, 16, 32], **axis})
+    grids.append({**ref("prefix"), "seq_len": [4, 16, 32], **axis})
+    grids.append({**ref("all-or-nothing"), "seq_len": 4, **axis})
+    for r in BANDIT_REWARDS:
+        grids.append({**ref(r), "old_logp_noise": [0.0, 1.0], **axis})          # mismatch
+        grids.append({**ref(r), "policy_lag": [0, 4], **axis})                  # staleness
+        steps = BANDIT_REWARDS[r]["steps"] * REUSE_STEP_FACTOR                 # reuse, updates held equal
+        grids.append({**ref(r), "off_policy": "1x1", "steps": steps, **axis})
+    grids.append({**ref("prefix"), "optimizer": "sgd", "lr": BANDIT_SGD_LR, **axis})   # optimiser
+    grids.append({**ref("prefix"), "clip": ["gspo", "calibrated"], **axis})            # clip windows
+    grids.append({**ref("prefix"), "clip_center": "bias-corrected", **axis})
+    grids.append({**ref("prefix"), "reward_noise": 0.5, **axis})                      # noisy rewards
+    # controls: on-policy without mismatch (equal updates to the count reference), and one-token answers
+    grids.append({**ref("count"), "off_policy": "1x1", "old_logp_noise": 0.0, "policy_lag": 0,
+                  "steps": BANDIT_REWARDS["count"]["steps"] * REUSE_STEP_FACTOR, "variant": core + ["grpo-token"],
+                  "seeds": 5})
+    grids.append({"env": "bandit", "off_policy": "4x4", "steps": 10, "policy.init_scale": 1.0, "variant": core,
+                  "seeds": 5})
+    return grids
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {
         "study": {"name": "smoke", "description": "Pipeline check: three means on a small sequence "
@@ -181,33 +336,24 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "bandit": {
         "study": {"name": "bandit",
-                  "description": "Does the mean matter, and when? A K-armed bandit (one-token answers: every "
-                  "mean coincides, a control) and a sequence bandit (answers of T tokens from a vocabulary of V, "
-                  "reward = fraction of positions matching a hidden target; tabular policy, AdamW lr 0.05, "
-                  "4 prompts x 8 samples per step, 40 steps). Every loss variant off-policy (4 epochs x 4 "
-                  "minibatches), the core ones on-policy (a control: every mean gives the same gradient there), "
-                  "with GSPO's narrow clip window, at three answer lengths, with a stale behaviour policy (lag 2) "
-                  "and with Gaussian reward noise (sd 0.5). The metric is the exact expected reward of the policy "
-                  "by enumeration, so no sampling noise enters the curves.",
-                  "baseline": "p=0", "metric": "exact_reward", "plan_note": _REANALYSIS},
-        "base": {"steps": 40, "prompts_per_step": 4, "group_size": 8},
-        "grid": [
-            # control: one-token answers, every mean gives the same ratio
-            {"env": "bandit", "variant": CORE, "off_policy": "4x4", "seeds": 5},
-            # control: on-policy, every mean gives the same gradient
-            {**_SEQ_BANDIT, "variant": CORE + ["grpo-token"], "off_policy": "1x1", "seeds": 5},
-            # the main comparison: every variant, off-policy
-            {**_SEQ_BANDIT, "variant": BANDIT_VARIANTS, "off_policy": "4x4", "seeds": 8},
-            # GSPO's narrow sequence clip window
-            {**_SEQ_BANDIT, "variant": CORE, "off_policy": "4x4", "clip": "gspo", "seeds": 8},
-            # answer length (vocabulary 4 keeps enumeration cheap at T = 6)
-            {"env": "seq-bandit", "vocab": 4, "seq_len": [2, 4, 6], "variant": CORE, "off_policy": "4x4",
-             "seeds": 8},
-            # policy lag: the behaviour policy is 2 steps stale
-            {**_SEQ_BANDIT, "variant": CORE, "off_policy": "4x4", "policy_lag": 2, "seeds": 8},
-            # noisy rewards
-            {**_SEQ_BANDIT, "variant": CORE, "off_policy": "4x4", "reward_noise": 0.5, "seeds": 8},
-        ],
+                  "description": "When does the mean matter? Sequence bandits (answers of T tokens from V, a hidden "
+                  "target and a random initial policy per seed, shared by the variants of that seed) with three "
+                  "reward structures: count (additive, where p = 1 is exactly unbiased), longest correct prefix and "
+                  "all-or-nothing (not additive). A reference off-policy condition (4 epochs x 4 minibatches, the "
+                  "behaviour log-probs seen with N(0, 0.3^2) noise per token, a policy 2 steps stale, AdamW lr 0.05, "
+                  "clip 0.2; 4 prompts x 8 samples per step; steps per reward chosen on pilot seeds so that nothing "
+                  "saturates) with 16 paired seeds and thirteen variants; from it, one axis at a time on 8 of those seeds "
+                  "with p in {1, 0, -1}: length T in {4, 8, 16, 32}, mismatch tau in {0, 0.3, 1}, staleness lag in "
+                  "{0, 2, 4}, reuse 1x1 vs 4x4 with the optimizer updates held equal, plain SGD, and the clip window "
+                  "(GSPO's 3e-4/4e-4, the bias-corrected centre, a window calibrated per p to an equal clip "
+                  "fraction), and Gaussian reward noise (sd 0.5). Controls: on-policy without mismatch and one-token answers. The metric is the exact "
+                  "expected reward J of the policy in closed form, so no sampling noise enters the curves.",
+                  "baseline": "p=0", "metric": "exact_reward",
+                  "plan_note": "endpoints, thresholds, margins and claims declared before the first real run, "
+                               "from the pilot on seeds 1000-1001 (rl.studies.presets.BANDIT_PILOT), which are not "
+                               "reported"},
+        "base": {"prompts_per_step": 4, "group_size": 8, "lr": 0.05, "target_seed": "seed"},
+        "grid": _bandit_grid(),
         **BANDIT_PLAN,
     },
     "tiny-lm-addition": {

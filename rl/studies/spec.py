@@ -31,7 +31,8 @@ Factors with a special meaning:
   aliases ``gspo``, ``hmpo``, ``arithmetic``, ``grpo``), expanded into the loss settings (level,
   p, mean, agg, learnable p) it stands for.
 - ``clip``: the clip window, expanded into ``eps_low``/``eps_high``: ``"0.2"`` (PPO/GRPO),
-  ``"gspo"`` (GSPO's 3e-4 / 4e-4 for sequence ratios), a number, or ``[low, high]``.
+  ``"gspo"`` (GSPO's 3e-4 / 4e-4 for sequence ratios), a number, ``[low, high]``, or
+  ``"calibrated"`` (a window per variant, :data:`CALIBRATED_CLIP`).
 - ``off_policy``: ``"ExM"`` (E epochs x M minibatches per batch of samples), or ``[E, M]``,
   expanded into ``epochs`` and ``minibatches``. ``policy_lag`` is an ordinary factor.
 - ``seeds``/``seed``: a count n (seeds 0..n-1) or a list.
@@ -69,6 +70,7 @@ __all__ = [
     "VARIANT_ALIASES",
     "LUSPO_AGG",
     "CLIP_WINDOWS",
+    "CALIBRATED_CLIP",
     "MIN_SEEDS_FOR_COMPARISON",
     "EXECUTORS",
     "StudySpec",
@@ -111,7 +113,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # same length weighting with the power mean of exponent x (rl.losses.aggregation)
     "luspo": {"level": "sequence", "p": 0.0, "mean": "power", "agg": LUSPO_AGG},
     # HolderPO (arXiv:2605.12058): the sequence power mean with p annealed linearly from 2 to -1 over
-    # the run's steps (rl.trainer.scheduled_p); "p" is the schedule's start, the field it replaces
+    # the run's steps (rl.trainer.scheduled_p); "p" is the schedule's start
     "holderpo": {"level": "sequence", "p": 2.0, "mean": "power", "p_schedule": ["linear", 2.0, -1.0]},
 }
 VARIANT_ALIASES = {"gspo": "p=0", "hmpo": "p=-1", "arithmetic": "p=1", "grpo": "grpo-token",
@@ -121,8 +123,8 @@ VARIANT_NAMES = {"p=1": "arithmetic", "p=0": "GSPO (geometric)", "p=-1": "HMPO (
                  "grpo-token": "GRPO (token level)", "gmpo": "GMPO", "adaptive": "adaptive mean",
                  "rmi": "recursive mean iteration", "learnable-p": "learnable p",
                  "multiscale": "multi-scale mean", "pmpo": "PMPO (clip-aware p per sequence)",
-                 "holderpo": "HolderPO (p annealed 2 -> -1)",
-                 "luspo": "LUSPO (GSPO, length-weighted)"}
+                 "luspo": "LUSPO (GSPO, length-weighted)",
+                 "holderpo": "HolderPO (p annealed 2 -> -1)"}
 
 # (eps_low, eps_high): GSPO clips sequence ratios in a far narrower window than PPO's tokens.
 CLIP_WINDOWS: dict[str, tuple[float, float]] = {
@@ -131,10 +133,20 @@ CLIP_WINDOWS: dict[str, tuple[float, float]] = {
     "gspo": (3e-4, 4e-4),
 }
 
+#: ``clip = "calibrated"``: a symmetric window per variant, calibrated so that every p clips about the
+#: same fraction of sequences (users cannot carry a clip range across aggregation levels: TRL #3834,
+#: verl #7356). Calibrated on the pilot seeds 1000-1001 of the bandit study's reference prefix cell
+#: (rl.studies.presets.BANDIT_PILOT["calibration"] holds the measured clip fractions): the eps where
+#: the run-mean clip fraction crosses 0.15, interpolated in log eps between the grid 0.05 ... 0.8,
+#: rounded to 2 digits. The one place "calibrated" is resolved (:func:`clip_settings`).
+CALIBRATED_CLIP: dict[str, float] = {"p=1": 0.22, "p=0": 0.30, "p=-1": 0.44}
+CALIBRATED = "calibrated"
+
 _SPECIAL = {"variant", "clip", "off_policy", "seed", "seeds"}
 _PLAN_TABLES = ("endpoints", "claims", "controls", "regime", "confounds")
 # the trainer's value of a factor that a grid does not set (used in condition labels)
-FACTOR_DEFAULTS = {"clip": "0.2", "off_policy": "1x1", "policy_lag": "0", "reward_noise": "0"}
+FACTOR_DEFAULTS = {"clip": "0.2", "off_policy": "1x1", "policy_lag": "0", "reward_noise": "0", "old_logp_noise": "0",
+                   "clip_center": "plain", "optimizer": "adamw"}
 _P_RE = re.compile(r"^p=([-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)$")
 _LUSPO_RE = re.compile(r"^luspo-(p=.*)$")
 
@@ -173,17 +185,25 @@ def variant_settings(name: str) -> dict[str, Any]:
 
 def variant_p(name: str) -> float | None:
     """The fixed exponent p of a plain sequence-level power-mean variant, else None (a variant with
-    its own length weighting, such as LUSPO's, or whose p changes during training, a learnable p
-    or HolderPO's schedule, is not on the plain p axis)."""
+    its own length weighting, such as LUSPO's, or a scheduled p, such as HolderPO's, is not on the plain
+    p axis)."""
     s = variant_settings(name)
     if (s["level"] == "sequence" and s["mean"] == "power" and not s.get("learnable_p") and "agg" not in s
-            and s.get("p_schedule") is None):
+            and "p_schedule" not in s):
         return float(s["p"])
     return None
 
 
-def clip_settings(value: Any) -> dict[str, float]:
-    """Clip window -> {"eps_low", "eps_high"}: a name in CLIP_WINDOWS, a number or [low, high]."""
+def clip_settings(value: Any, variant: str | None = None) -> dict[str, float]:
+    """Clip window -> {"eps_low", "eps_high"}: a name in CLIP_WINDOWS, a number, [low, high], or
+    ``"calibrated"``: the symmetric window :data:`CALIBRATED_CLIP` records for ``variant``
+    (ValueError for a variant without a calibrated window, or without a variant)."""
+    if isinstance(value, str) and value.strip().lower() == CALIBRATED:
+        name = canonical_variant(variant) if variant is not None else None
+        if name not in CALIBRATED_CLIP:
+            raise ValueError(f"clip {value!r}: no calibrated window for variant {variant!r}; calibrated: "
+                             f"{sorted(CALIBRATED_CLIP)}")
+        return {"eps_low": CALIBRATED_CLIP[name], "eps_high": CALIBRATED_CLIP[name]}
     if isinstance(value, str):
         key = value.strip().lower()
         if key in CLIP_WINDOWS:
@@ -326,7 +346,7 @@ class StudySpec:
                         cell[k] = FACTOR_DEFAULTS.get(k, "-")
                 for k, v in chosen.items():
                     if k == "clip":
-                        config.update(clip_settings(v))
+                        config.update(clip_settings(v, variant))
                     elif k == "off_policy":
                         config.update(off_policy_settings(v))
                     else:

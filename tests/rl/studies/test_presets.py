@@ -37,6 +37,9 @@ def test_the_bandit_claims_are_judged_where_the_study_isolates_them():
     spec = load_spec("bandit")
     claims = {c.id: c for c in spec.plan.claims}
     main = claims["hmpo-sample-efficiency-vs-gspo"].where
-    assert main[0]["off_policy"] == "4x4" and main[1]["policy_lag"] == "2"
-    assert "16 optimizer updates" in spec.plan.confounds["off_policy"]
+    # the three reference cells: 4x4 reuse, mismatch 0.3, lag 2, one per reward kind
+    assert sorted(w["reward"] for w in main) == ["all-or-nothing", "count", "prefix"]
+    assert all(w["off_policy"] == "4x4" and w["policy_lag"] == "2" and w["old_logp_noise"] == "0.3" for w in main)
+    assert "same number of optimizer updates" in spec.plan.confounds["off_policy"]
+    assert claims["off-policy-degree-effect"].carried == ("steps",)
     assert [c.reason for c in spec.plan.controls][1].startswith("on-policy")
