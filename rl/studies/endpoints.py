@@ -37,9 +37,11 @@ def series(record: dict[str, Any], column: str) -> np.ndarray | None:
 def crossing(y: np.ndarray, x: np.ndarray, threshold: float) -> EndpointValue:
     """The x at which y first reaches ``threshold``, linearly interpolated.
 
-    With t the first index where y_t >= threshold: x_t if t = 0, else
-    x_{t-1} + (threshold - y_{t-1}) / (y_t - y_{t-1}) (x_t - x_{t-1}). Never reached: the last
-    x, censored. Non-finite y never counts as reaching it.
+    With t the first index where y_t >= threshold and t' < t the last earlier index with a
+    finite y (a metric logged every few steps, such as the tiny LM's exact J, leaves the rows
+    between its evaluations empty): x_t if there is no such t', else
+    x_t' + (threshold - y_t') / (y_t - y_t') (x_t - x_t'). Never reached: the last x (the
+    budget), censored. Non-finite y never counts as reaching it.
     """
     y, x = np.asarray(y, float), np.asarray(x, float)
     if y.shape != x.shape or y.size == 0:
@@ -48,10 +50,12 @@ def crossing(y: np.ndarray, x: np.ndarray, threshold: float) -> EndpointValue:
     if hit.size == 0:
         return EndpointValue(float(x[-1]), True)
     t = int(hit[0])
-    if t == 0 or not math.isfinite(y[t - 1]):
+    before = np.flatnonzero(np.isfinite(y[:t]))
+    if before.size == 0:
         return EndpointValue(float(x[t]))
-    frac = (threshold - y[t - 1]) / (y[t] - y[t - 1])
-    return EndpointValue(float(x[t - 1] + frac * (x[t] - x[t - 1])))
+    u = int(before[-1])
+    frac = (threshold - y[u]) / (y[t] - y[u])
+    return EndpointValue(float(x[u] + frac * (x[t] - x[u])))
 
 
 def trailing_mean(y: np.ndarray, window: int) -> np.ndarray:

@@ -8,19 +8,23 @@
 |         | lag 2, 13 variants x 16 seeds per reward; axes on 8 seeds: T,    |       | 30 CPU-s report)    |
 |         | tau, lag, reuse at equal updates, SGD, clip windows, reward      |       |                     |
 |         | noise; controls on-policy and K-armed; exact J in closed form    |       |                     |
-| tiny-lm | tiny LM on 2-digit addition (SFT warm start, cached), p in       |    40 | ~2 min idle         |
-|         | {1, 0, -1}, GRPO token, GMPO; 2x2; 8 seeds; 80 steps; lr 5e-5    |       | (227 CPU-s) + SFT   |
+| tiny-lm | tiny LM on 6-digit addition with a carry scratchpad (13-token    |    72 | ~7.5 min idle       |
+|         | answers), 3 SFT checkpoints x 3 RL seeds; p in {1, 0, -1}, GRPO  |       | (902 CPU-s, SFT     |
+|         | token, GMPO, HolderPO; bf16 sampler's own log-probs (+ control), |       | included)           |
+|         | 2x2, lag 8, 30 updates; exact J (rl.studies.preset_tiny_lm)      |       |                     |
+| tiny-lm-addition | the first tiny LM study (2-digit addition, one shared   |    40 | ~2 min idle         |
+|         | checkpoint, sampled reward; superseded, not in the default)      |       | (227 CPU-s) + SFT   |
 | full    | every variant x clip x off-policy x lag x length x noise,        | 15420 | a cluster: --executor|
 |         | 10 seeds, 300 steps                                              |       | ray --address auto  |
 
 Times measured on this project's 2-core machine (CPU seconds of the workers; wall time on a
-machine shared with other jobs was 13.9 min for bandit, in two invocations, and 4.6 min for
-tiny-lm). The bandit study's cost: prefix runs (30 steps x 16 updates, ~1 CPU-s each) are half of
+machine shared with other jobs was 13.9 min for bandit, in two invocations, and 18.5 min for
+tiny-lm, its SFT included: 902 CPU-s at 0.81 of the 2 cores). The bandit study's cost: prefix runs (30 steps x 16 updates, ~1 CPU-s each) are half of
 it, count and all-or-nothing (10 x 16, ~0.35 CPU-s) a third, the equal-updates 1x1 runs the rest.
 
 ``bandit`` and ``tiny-lm`` form the default study that ``hmpo report`` runs (DEFAULT_STUDIES):
-about 9.5 minutes of 2 idle cores plus the one-time SFT warm start (about 1 minute) and the
-theory (about 10 s). Every preset that compares variants has at least 5 seeds per variant
+about 15 minutes of 2 idle cores (7.5 each; the tiny LM's includes building its 3 SFT
+checkpoints, 3 x 102 CPU-s, when they are not cached) and the theory (about 10 s). Every preset that compares variants has at least 5 seeds per variant
 (StudySpec.check enforces it). Paired on seeds, 5 seeds decide nothing: the exact sign-flip
 test cannot go below p = 2/32 = 0.0625; the bandit study's reference cells have 16 (2/65536),
 its axis levels 8 (2/256 = 0.0078, paired with the reference's seeds 0-7), and the on-policy
@@ -352,9 +356,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "grid": _bandit_grid(),
         **BANDIT_PLAN,
     },
-    "tiny-lm": {
-        "study": {"name": "tiny-lm",
-                  "description": "A tiny decoder-only transformer, warm-started by SFT on 2-digit addition (cached "
+    "tiny-lm-addition": {
+        "study": {"name": "tiny-lm-addition",
+                  "description": "The first tiny-LM study (superseded by tiny-lm, issue 13; kept to reproduce it): a tiny decoder-only transformer, warm-started by SFT on 2-digit addition (cached "
                   "under ~/.cache/hmpo), trained by RL with exact-match reward: arithmetic, geometric (GSPO) and "
                   "harmonic (HMPO) sequence ratios, token-level GRPO and GMPO, off-policy (2 epochs x 2 "
                   "minibatches), 8 prompts x 8 samples per step, 80 steps, AdamW lr 5e-5 (half the environment's "
@@ -385,6 +389,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "endpoints": TINY_LM_PLAN["endpoints"],
     },
 }
+
+# the redesigned tiny-LM study (issue 13): its own module holds the design, the pilot and the plan
+from rl.studies import preset_tiny_lm as _tiny_lm  # noqa: E402  (it borrows _vs, _factor above)
+
+PRESETS["tiny-lm"] = _tiny_lm.preset()
 
 # The default study of `hmpo report`: (preset, folder name under reports/ and under the study dir).
 DEFAULT_STUDIES: list[str] = ["bandit", "tiny-lm"]

@@ -38,6 +38,7 @@ import concurrent.futures as cf
 import dataclasses
 import datetime as _dt
 import importlib
+import inspect
 import json
 import hashlib
 import multiprocessing as mp
@@ -416,14 +417,18 @@ def stale_results(study_dir: Path, spec: StudySpec, version: str) -> list[str]:
             and recs[r.run_id].get("code_version") != version]
 
 
-def _prepare(fn_path: str, configs: list[dict[str, Any]], executor: str) -> None:
+def _prepare(fn_path: str, configs: list[dict[str, Any]], executor: str, workers: int = 1) -> None:
     """Call the run function's companion ``prepare(configs)`` if its module defines one:
-    one-time work such as a cached warm start."""
+    one-time work such as a cached warm start. A hook that takes ``workers`` gets the study's
+    worker count (1 for the inline executor), so it may do independent pieces in parallel."""
     if not configs:
         return
     hook = getattr(importlib.import_module(fn_path.partition(":")[0]), "prepare", None)
     if callable(hook) and executor != "ray":  # on a cluster every node prepares for itself
-        hook(configs)
+        if "workers" in inspect.signature(hook).parameters:
+            hook(configs, workers=1 if executor == "inline" else workers)
+        else:
+            hook(configs)
 
 
 def _default_workers() -> int:
@@ -504,7 +509,7 @@ def run_study(
         "git": prov["git"],
     } for r in todo]
 
-    _prepare(fn_path, [t["config"] for t in tasks], executor)
+    _prepare(fn_path, [t["config"] for t in tasks], executor, workers)
     ran = failed = 0
     interrupted = False
     bar = _Progress(spec.name, total=len(planned), done=skipped, enabled=progress)

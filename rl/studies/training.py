@@ -98,20 +98,56 @@ def run(config: dict[str, Any], work_dir: Path) -> dict[str, Any]:
     return {"metrics": rows, "status": status, "info": info}
 
 
-def prepare(configs: list[dict[str, Any]]) -> None:
-    """Before dispatching runs: build each distinct warm-started policy (rl.envs.WARM_STARTED) once in this process, so its
-    cached SFT warm start exists before parallel workers look for it (they would otherwise all
-    train it at the same time)."""
-    from rl.envs import WARM_STARTED, make_env
+def _build_policy(job: tuple[str, int | None, dict[str, Any], dict[str, Any]]) -> None:
+    """Build one warm-started policy (trains and caches its SFT checkpoint unless cached); one
+    intra-op thread, as every run of a study (rl.studies.runner), so that where it is built does
+    not change its numbers."""
+    import torch
 
-    seen: set[str] = set()
+    from rl.envs import make_env
+
+    torch.set_num_threads(1)
+    env, seed, env_kwargs, policy_kwargs = job
+    make_env(env, seed=seed, **env_kwargs).make_policy(**policy_kwargs)
+
+
+def _checkpoint_key(cfg) -> str:
+    """What decides which warm start a run starts from: the environment's warm-start recipe
+    where it has one (tiny-lm-scratchpad: ``config``, the SFT spec of checkpoint seed mod k, so
+    RL seeds sharing a checkpoint are built once), else the seed and the environment's and the
+    policy's settings."""
+    from rl.envs import make_env
+
+    env = make_env(cfg.env, seed=cfg.seed, **cfg.env_kwargs)  # cheap: builds no policy
+    recipe = getattr(env, "config", None)
+    what = recipe.to_dict() if hasattr(recipe, "to_dict") else [cfg.seed, cfg.env_kwargs]
+    return json.dumps([cfg.env, what, cfg.policy_kwargs,
+                       str(getattr(env, "cache_dir", None))], sort_keys=True, default=str)
+
+
+def prepare(configs: list[dict[str, Any]], workers: int = 1) -> None:
+    """Before dispatching runs: build each distinct warm-started policy (rl.envs.WARM_STARTED)
+    once, so its cached SFT warm start exists before parallel workers look for it (they would
+    otherwise all train it at the same time). With ``workers`` > 1, the distinct checkpoints are
+    built at once in spawned processes (up to 2 per worker), one thread each: the study's 3
+    tiny-LM checkpoints on 2 cores take 3 x 105 / 2 = 157 s of wall time this way, against 210 s
+    when built 2 and then 1 (measured: 215 s). A single one is built in this process."""
+    from rl.envs import WARM_STARTED
+
+    jobs: dict[str, tuple] = {}
     for c in configs:
         cfg = to_train_config(c)
         if cfg.env not in WARM_STARTED:
             continue
-        # the seed too: an environment may pick its warm-start checkpoint by seed (tiny-lm-scratchpad)
-        key = json.dumps([cfg.seed, cfg.env_kwargs, cfg.policy_kwargs], sort_keys=True, default=str)
-        if key in seen:
-            continue
-        seen.add(key)
-        make_env(cfg.env, seed=cfg.seed, **cfg.env_kwargs).make_policy(**cfg.policy_kwargs)
+        jobs.setdefault(_checkpoint_key(cfg), (cfg.env, cfg.seed, dict(cfg.env_kwargs), dict(cfg.policy_kwargs)))
+    todo = list(jobs.values())
+    if workers <= 1 or len(todo) <= 1:
+        for job in todo:
+            _build_policy(job)
+        return
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    with cf.ProcessPoolExecutor(max_workers=min(2 * workers, len(todo)), mp_context=mp.get_context("spawn")) as ex:
+        for fut in [ex.submit(_build_policy, job) for job in todo]:
+            fut.result()  # re-raise a failed build here, before any run starts

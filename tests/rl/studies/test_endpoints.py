@@ -25,7 +25,13 @@ def test_crossing_interpolates_and_censors():
     assert crossing(y, t * 32, 0.5).value == pytest.approx(32 * exact)     # in the x it is given
     assert crossing(y, t, 2.0) == EndpointValue(59.0, True)                # never: right-censored at the budget
     assert crossing(np.array([0.6, 0.7]), np.array([0.0, 1.0]), 0.5) == EndpointValue(0.0)   # there at once
-    assert crossing(np.array([0.1, np.nan, 0.9]), np.array([0.0, 1.0, 2.0]), 0.5) == EndpointValue(2.0)
+    # a metric logged every other step (NaN between evaluations): interpolated between the two
+    # evaluations around the crossing, 0 + (0.5 - 0.1) / (0.9 - 0.1) * (2 - 0) = 1.0
+    assert crossing(np.array([0.1, np.nan, 0.9]), np.array([0.0, 1.0, 2.0]), 0.5) == EndpointValue(1.0)
+    # J every 3 steps: 0.3 at x = 3, 0.7 at x = 6 -> 3 + 3 (0.6 - 0.3) / (0.7 - 0.3) = 5.25
+    y3 = np.array([0.2, np.nan, np.nan, 0.3, np.nan, np.nan, 0.7])
+    assert crossing(y3, np.arange(7.0), 0.6).value == pytest.approx(5.25, rel=1e-14)
+    assert crossing(np.array([np.nan, 0.7]), np.array([0.0, 1.0]), 0.5) == EndpointValue(1.0)  # nothing before it
     with pytest.raises(ValueError, match="shape"):
         crossing(y, t[:3], 0.5)
 
@@ -56,7 +62,7 @@ def test_the_declared_collapse_rule_does_not_fire_on_sampling_noise():
     # a mean over the first few steps would be one noisy batch).
     from rl.studies.presets import PRESETS
 
-    ep = PRESETS["tiny-lm"]["endpoints"]["drawdown"]
+    ep = PRESETS["tiny-lm-addition"]["endpoints"]["drawdown"]
     window, collapse = ep["window"], ep["collapse"]
     rng = np.random.default_rng(0)
     sd = math.sqrt(0.25 * 0.75 / 64)

@@ -74,3 +74,44 @@ def test_smoke_preset_end_to_end_with_the_trainer(tmp_path):
     index = write_index(tmp_path / "reports")
     text = index.read_text()
     assert "[smoke](smoke/README.md)" in text and "theory.md" in text and "claims.md" in text
+
+
+def test_prepare_builds_each_distinct_checkpoint_once_in_parallel(tmp_path):
+    """Seeds 0..3 over 2 warm starts need 2 checkpoints (seed mod 2): prepare builds exactly those,
+    in spawned processes, into the cache; the RL seeds sharing a checkpoint share its key; the
+    checkpoint is the same one an in-process build makes (equal weights, bit for bit)."""
+    import torch
+
+    from rl.studies.training import _checkpoint_key, prepare
+
+    env = {"env": "tiny-lm-scratchpad", "env.quick": True, "env.warm_starts": 2, "env.progress": False,
+           "env.cache_dir": str(tmp_path / "parallel")}
+    configs = [{**env, "seed": s} for s in range(4)]
+    keys = [_checkpoint_key(to_train_config(c)) for c in configs]
+    assert keys[0] == keys[2] and keys[1] == keys[3] and keys[0] != keys[1]
+    prepare(configs, workers=2)
+    built = sorted((tmp_path / "parallel" / "tiny_lm_sft").glob("*.pt"))
+    assert len(built) == 2 and not any(p.name.endswith(".partial.pt") for p in built)
+    from rl.envs import make_env
+
+    here = make_env("tiny-lm-scratchpad", seed=1, quick=True, warm_starts=2, progress=False,
+                    cache_dir=str(tmp_path / "inline")).make_policy()
+    there = make_env("tiny-lm-scratchpad", seed=1, quick=True, warm_starts=2, progress=False,
+                     cache_dir=str(tmp_path / "parallel")).make_policy()
+    assert all(torch.equal(a, b) for a, b in zip(here.state_dict().values(), there.state_dict().values()))
+
+
+def test_runner_passes_its_worker_count_to_a_prepare_hook_that_takes_one(monkeypatch):
+    import types
+
+    import rl.studies.runner as runner
+
+    seen = []
+    mod = types.SimpleNamespace(prepare=lambda configs, workers=1: seen.append(("w", workers)))
+    old = types.SimpleNamespace(prepare=lambda configs: seen.append(("old", len(configs))))
+    monkeypatch.setattr(runner.importlib, "import_module", lambda name: {"new": mod, "old": old}[name])
+    runner._prepare("new:run", [{}], "local", 3)
+    runner._prepare("new:run", [{}], "inline", 3)   # the inline executor works in this process alone
+    runner._prepare("old:run", [{}, {}], "local", 3)
+    runner._prepare("new:run", [{}], "ray", 3)      # on a cluster every node prepares for itself
+    assert seen == [("w", 3), ("w", 1), ("old", 2)]
