@@ -20,6 +20,7 @@ Read top to bottom:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import warnings
@@ -32,7 +33,7 @@ from scipy import stats as sps
 
 from rl.studies.endpoints import EndpointValue, consumed, endpoint_value, series
 from rl.studies.findings import Finding, StatTest, outcome
-from rl.studies.plan import Claim, Endpoint, matches
+from rl.studies.plan import Claim, Endpoint, Plan, Robustness, matches
 from rl.studies.spec import MIN_SEEDS_FOR_COMPARISON, StudySpec, variant_p
 from rl.studies.stats import (curve_band, holm, mann_whitney_test, mean_ci, page_trend, permutation_test,
                               power_paired, sign_flip_test, signed_rank_test, tost)
@@ -169,15 +170,28 @@ def collect(records: Sequence[dict[str, Any]], spec: StudySpec) -> StudyData:
                             row[f"{name}_censored"] = ev.censored
                     runs.append({**row, **_run_columns(r), "code_version": r.get("code_version")})
     order = sorted(recs, key=lambda c: tuple((k, _level_key(v)) for k, v in factors[c].items()))
-    shorts = short_labels([factors[c] for c in order])
+    shorts = short_labels([factors[c] for c in order], always=claim_factors(plan))
     cells = [_label_cell(label, factors[label], recs[label], spec, short) for label, short in zip(order, shorts)]
     return StudyData(spec, cells, recs, values, runs, failed)
 
 
-def short_labels(cells: Sequence[dict[str, str]]) -> list[str]:
+def claim_factors(plan: Plan) -> tuple[str, ...]:
+    """The factors by which the plan's claims tell their conditions apart: those that the claims'
+    ``where`` filters pin to more than one value (e.g. the reward kind of per-reward claims)."""
+    seen: dict[str, set[str]] = {}
+    for c in plan.claims:
+        for f in c.where:
+            for k, v in f.items():
+                seen.setdefault(k, set()).add(str(v))
+    return tuple(k for k, vs in seen.items() if len(vs) > 1)
+
+
+def short_labels(cells: Sequence[dict[str, str]], always: Sequence[str] = ()) -> list[str]:
     """Each condition by what sets it apart: the factors whose value differs from that factor's most
-    common value across the conditions (the environment always named; "-" = not applicable, left
-    out); a condition at every most common value is "<env>, reference settings"."""
+    common value across the conditions, and the factors in ``always`` (those the claims tell their
+    conditions apart by, :func:`claim_factors`) whatever their value (the environment always named;
+    "-" = not applicable, left out); a condition at every most common value is "<env>, reference
+    settings"."""
     out = []
     for factors in cells:
         if len(cells) == 1:
@@ -191,7 +205,7 @@ def short_labels(cells: Sequence[dict[str, str]]) -> list[str]:
             mode = max(set(values), key=lambda x: (values.count(x), str(x)))
             if k == "env":
                 env = f"env={v}"
-            elif v != mode:
+            elif v != mode or k in always:
                 parts.append(f"{k}={v}")
         out.append(", ".join(([env] if env else []) + parts) if parts else
                    ((env + ", " if env else "") + "reference settings"))
@@ -828,11 +842,9 @@ def _finding(data: StudyData, claim: Claim, tests: list[StatTest], notes: list[s
         figure=claim.figure, notes=tuple(notes))
 
 
-def analyze(records: Sequence[dict[str, Any]], spec: StudySpec) -> Analysis:
-    """The whole analysis of a study's finished runs under its declared plan."""
-    data = collect(records, spec)
-    baseline = spec.baseline if spec.compare else None
-    findings = _controls(data, baseline) if baseline else []
+def _claim_findings(data: StudyData, spec: StudySpec, baseline: str | None) -> list[Finding]:
+    """Every declared claim judged on ``data``, in plan order."""
+    out = []
     for claim in spec.plan.claims:
         base = claim.baseline or baseline
         if claim.kind == "comparison":
@@ -843,5 +855,70 @@ def analyze(records: Sequence[dict[str, Any]], spec: StudySpec) -> Analysis:
             tests, notes = _sweep(data, claim)
         else:
             tests, notes = _descriptive(data, claim, claim.baseline)
-        findings.append(_finding(data, claim, tests, notes))
-    return Analysis(data, summaries(data), findings, exploratory(data, baseline))
+        out.append(_finding(data, claim, tests, notes))
+    return out
+
+
+def perturbed_values(data: StudyData, robustness: Robustness, draw: int) -> StudyData:
+    """``data`` with every endpoint value moved as another machine's rounding could move it: run
+    (cell, variant, seed) by +-shift[e] and every run of a seed by +-common[e] (signs from the
+    stream [robustness.seed, draw], in a fixed order). A threshold never reached stays the censored
+    budget (a shift cannot make a run reach it)."""
+    rng = np.random.default_rng([robustness.seed, draw])
+    names = list(data.spec.plan.endpoints)
+    seeds = sorted({s for c in data.values.values() for v in c.values() for s in v})
+    common = {(s, e): float(rng.choice([-1.0, 1.0])) * robustness.common.get(e, 0.0) for s in seeds for e in names}
+    values: dict[str, dict[str, dict[int, dict[str, EndpointValue]]]] = {}
+    for cell in sorted(data.values):
+        for v in sorted(data.values[cell]):
+            for s in sorted(data.values[cell][v]):
+                moved = {}
+                for e in names:
+                    ev = data.values[cell][v][s][e]
+                    step = float(rng.choice([-1.0, 1.0])) * robustness.shift.get(e, 0.0) + common[(s, e)]
+                    moved[e] = ev if ev.censored or not math.isfinite(ev.value) else EndpointValue(ev.value + step)
+                values.setdefault(cell, {}).setdefault(v, {})[s] = moved
+    return dataclasses.replace(data, values=values)
+
+
+def robust_findings(data: StudyData, spec: StudySpec, baseline: str | None, findings: list[Finding]) -> list[Finding]:
+    """Each finding with every test whose verdict changes under a perturbation of the declared
+    cross-machine size (:func:`perturbed_values`, ``spec.plan.robustness.draws`` re-analyses) made
+    "inconclusive", noted as fragile; the finding's verdict is then drawn again from its tests. So a
+    verdict stands only where rounding of that size cannot move it (a directional verdict never
+    turns into another here: it becomes inconclusive)."""
+    rob = spec.plan.robustness
+    changed = [[0] * len(f.tests) for f in findings]
+    for draw in range(rob.draws):
+        for i, g in enumerate(_claim_findings(perturbed_values(data, rob, draw), spec, baseline)):
+            for j, (t, u) in enumerate(zip(findings[i].tests, g.tests)):
+                changed[i][j] += t.verdict != u.verdict
+    out = []
+    for f, ch in zip(findings, changed):
+        if not any(ch):
+            out.append(f)
+            continue
+        tests = tuple(dataclasses.replace(t, verdict="inconclusive", note="; ".join(
+            [*([t.note] if t.note else []), f"fragile: was {t.verdict}, changed in {k} of {rob.draws} re-analyses "
+             "with the endpoints moved by the declared cross-machine size"])) if k else t for t, k in zip(f.tests, ch))
+        prim = [t for t in tests if t.role == "primary"]
+        verdict = aggregate_verdict(prim) if prim else "inconclusive"
+        n = sum(1 for t, k in zip(f.tests, ch) if k and t.role == "primary")
+        notes = (*f.notes, f"{n} primary test(s) fragile under the declared cross-machine perturbation: reported "
+                 "inconclusive" + (f" (the verdict before that check: {f.verdict})" if verdict != f.verdict else ""))
+        out.append(dataclasses.replace(f, tests=tests, verdict=verdict, outcome=outcome(verdict, f.supports),
+                                       summary=_summary_line(data, tests, verdict), notes=notes))
+    return out
+
+
+def analyze(records: Sequence[dict[str, Any]], spec: StudySpec) -> Analysis:
+    """The whole analysis of a study's finished runs under its declared plan (with the plan's
+    ``[robustness]``: every verdict checked against a cross-machine-size perturbation,
+    :func:`robust_findings`)."""
+    data = collect(records, spec)
+    baseline = spec.baseline if spec.compare else None
+    findings = _claim_findings(data, spec, baseline)
+    if spec.plan.robustness is not None:
+        findings = robust_findings(data, spec, baseline, findings)
+    controls = _controls(data, baseline) if baseline else []
+    return Analysis(data, summaries(data), controls + findings, exploratory(data, baseline))

@@ -39,6 +39,11 @@ In TOML, beside ``[study]``, ``[base]`` and ``[[grid]]``::
     variant = "p=-1"                  # whose ESS labels a condition
     coincide_above = 0.95             # ESS above this: "the means coincide here", kept out of pooled verdicts
 
+    [robustness]                      # optional: the size of cross-machine arithmetic differences
+    draws = 20                        # perturbed re-analyses
+    shift = { auc = 0.008 }           # each run's endpoint moved by +-this (a sign per run and draw)
+    common = { auc = 0.12 }           # every run of a seed moved together by +-this (a sign per seed)
+
     [confounds]                       # factors that change two things at once
     off_policy = "4x4 also makes 16 optimizer updates per batch of samples instead of 1"
 
@@ -62,7 +67,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ENDPOINT_KINDS", "CLAIM_KINDS", "SUPPORTS", "Endpoint", "Claim", "Control", "Regime", "Plan",
+__all__ = ["ENDPOINT_KINDS", "CLAIM_KINDS", "SUPPORTS", "Endpoint", "Claim", "Control", "Regime", "Robustness", "Plan",
            "parse_plan", "matches"]
 
 #: how a run's per-step metric becomes one number (see Endpoint)
@@ -179,6 +184,21 @@ class Regime:
 
 
 @dataclass(frozen=True)
+class Robustness:
+    """How far another machine's rounding can move the endpoints (measured on pilot seeds): each
+    run's value of endpoint e by up to ``shift[e]`` on its own, and every run of one seed together by
+    up to ``common[e]`` (e.g. a warm-start checkpoint that rounds differently). The analysis redoes
+    every test ``draws`` times with the values moved by +-those sizes (random signs, a fixed stream
+    from ``seed``); a test whose verdict changes in any draw is reported "inconclusive" as fragile,
+    so that no verdict hinges on the last bits (rl.studies.analysis.analyze)."""
+
+    shift: dict[str, float] = field(default_factory=dict)
+    common: dict[str, float] = field(default_factory=dict)
+    draws: int = 20
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Plan:
     """The declared analysis of a study."""
 
@@ -188,6 +208,7 @@ class Plan:
     regime: Regime = Regime()
     confounds: dict[str, str] = field(default_factory=dict)
     alpha: float = 0.05
+    robustness: Robustness | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The TOML-shaped tables this plan was parsed from (round-trips through parse_plan)."""
@@ -217,6 +238,8 @@ class Plan:
             out["regime"] = reg
         if self.confounds:
             out["confounds"] = dict(self.confounds)
+        if self.robustness is not None:
+            out["robustness"] = asdict(self.robustness)
         return out
 
 
@@ -375,4 +398,34 @@ def parse_plan(data: dict[str, Any], *, metric: str, alpha: float, canonical) ->
     if not isinstance(confounds, dict) or not all(isinstance(v, str) for v in confounds.values()):
         raise ValueError("[confounds] must map factor names to sentences")
     return Plan(endpoints=endpoints, claims=claims, controls=tuple(controls), regime=regime,
-                confounds=dict(confounds), alpha=alpha)
+                confounds=dict(confounds), alpha=alpha, robustness=_robustness(data.get("robustness"), endpoints))
+
+
+def _robustness(t: Any, endpoints: dict[str, Endpoint]) -> Robustness | None:
+    """The ``[robustness]`` table: ``shift`` and ``common`` map declared endpoints to sizes >= 0
+    (in the endpoint's units), ``draws`` >= 1 re-analyses, ``seed`` of their signs."""
+    if t is None:
+        return None
+    if not isinstance(t, dict):
+        raise ValueError("[robustness] must be a table")
+    _keys(t, {"shift", "common", "draws", "seed"}, "[robustness]")
+    sizes = {}
+    for part in ("shift", "common"):
+        d = t.get(part, {})
+        if not isinstance(d, dict):
+            raise ValueError(f"[robustness] {part} must map endpoint names to sizes")
+        bad = sorted(set(d) - set(endpoints))
+        if bad:
+            raise ValueError(f"[robustness] {part}: unknown endpoints {bad}; declared: {sorted(endpoints)}")
+        for k, v in d.items():
+            v = _number(v, f"[robustness] {part}.{k}")
+            if not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"[robustness] {part}.{k} must be a finite size >= 0, got {v!r}")
+            sizes.setdefault(part, {})[k] = v
+    draws = t.get("draws", 20)
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+        raise ValueError(f"[robustness] draws must be an integer >= 1, got {draws!r}")
+    seed = t.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"[robustness] seed must be an integer, got {seed!r}")
+    return Robustness(shift=sizes.get("shift", {}), common=sizes.get("common", {}), draws=draws, seed=seed)

@@ -161,6 +161,9 @@ def _plan() -> dict[str, Any]:
         ],
         "regime": {"ess_metric": "loss/token_weight_ess", "variant": "p=-1", "coincide_above": 0.95,
                    "objective_max": 1.0, "saturation": 0.9},
+        # every verdict is re-judged with the endpoints moved by the measured cross-machine shifts
+        # (times their safety factor); a verdict that moves is reported inconclusive, as fragile
+        "robustness": ROBUSTNESS,
     }
 
 
@@ -219,6 +222,13 @@ PERTURBATION: dict[str, Any] = {
                          "greedy_final": 0.094},
     "run_shift": {"samples_to_0.6": 134.0, "auc": 0.0054, "final": 0.055, "drawdown": 0.065, "greedy_final": 0.089},
     "safety": 1.5,
+}
+
+#: the plan's [robustness] table (rl.studies.plan.Robustness) from the measured PERTURBATION
+ROBUSTNESS: dict[str, Any] = {
+    "shift": {e: PERTURBATION["safety"] * v for e, v in PERTURBATION["run_shift"].items()},
+    "common": {e: PERTURBATION["safety"] * v for e, v in PERTURBATION["checkpoint_shift"].items()},
+    "draws": 20,
 }
 
 _PLAN_NOTE = ("declared after the pilot (seeds 99 and 100, not reported: PILOT in rl.studies.preset_tiny_lm, figures in "

@@ -258,6 +258,10 @@ BANDIT_PLAN: dict[str, Any] = {
     ],
     "regime": {"ess_metric": "loss/token_weight_ess", "variant": "p=-1", "coincide_above": 0.95,
                "objective_max": 1.0, "saturation": 0.9},
+    # every verdict re-judged with the endpoints moved by 1000 x the largest change that a 1-ulp change of
+    # the initial policy made (BANDIT_PILOT["reproducibility"]); a verdict that moves is reported inconclusive
+    "robustness": {"shift": {**{e: 1000 * 1.2e-7 for e in ("auc", "final", "drawdown")},
+                             **{e: 1000 * 1.1e-4 for e in ("samples_to_0.25", "samples_to_0.5")}}, "draws": 10},
     "confounds": {
         "off_policy": "reuse 1x1 runs 16x the steps of 4x4, so both make the same number of optimizer updates "
                       "(160 count and all-or-nothing, 480 prefix), but 1x1 consumes 16x the samples, and its lag of "

@@ -143,7 +143,7 @@ CALIBRATED_CLIP: dict[str, float] = {"p=1": 0.22, "p=0": 0.30, "p=-1": 0.44}
 CALIBRATED = "calibrated"
 
 _SPECIAL = {"variant", "clip", "off_policy", "seed", "seeds"}
-_PLAN_TABLES = ("endpoints", "claims", "controls", "regime", "confounds")
+_PLAN_TABLES = ("endpoints", "claims", "controls", "regime", "confounds", "robustness")
 # the trainer's value of a factor that a grid does not set (used in condition labels)
 FACTOR_DEFAULTS = {"clip": "0.2", "off_policy": "1x1", "policy_lag": "0", "reward_noise": "0", "old_logp_noise": "0",
                    "clip_center": "plain", "optimizer": "adamw"}

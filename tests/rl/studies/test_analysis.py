@@ -204,3 +204,112 @@ def test_pooled_claims_and_the_regime_keep_coinciding_conditions_out(tmp_path):
     assert not f.primary() and {t.role for t in f.tests} == {"outside regime"}
     assert f.verdict == "inconclusive" and any("coincide" in n for n in f.notes)
     assert all(c.coincide for c in a.data.cells)
+
+
+def test_short_labels_name_what_sets_a_condition_apart_and_the_factors_claims_tell_apart():
+    from rl.studies.analysis import short_labels
+
+    cells = [{"env": "seq-bandit", "reward": "count", "steps": "10"},
+             {"env": "seq-bandit", "reward": "all-or-nothing", "steps": "10"},
+             {"env": "seq-bandit", "reward": "prefix", "steps": "30"}]
+    # by default only what differs from the most common value (a constant env is not named): prefix
+    # reads as "steps=30"
+    assert short_labels(cells) == ["reward=count", "reward=all-or-nothing", "steps=30"]
+    # a factor the claims tell conditions apart by is always named
+    assert short_labels(cells, always=("reward",)) == ["reward=count", "reward=all-or-nothing",
+                                                       "reward=prefix, steps=30"]
+
+
+def test_claim_factors_are_those_the_claims_pin_to_several_values():
+    from rl.studies.analysis import claim_factors
+    from rl.studies.plan import parse_plan
+
+    data = {"endpoints": {"auc": {"kind": "mean", "margin": 0.01}},
+            "claims": [{"id": f"c-{r}", "kind": "comparison", "claim": "x", "variant": "p=-1", "endpoints": ["auc"],
+                        "supports": "better", "where": [{"reward": r, "env": "seq-bandit"}]}
+                       for r in ("count", "prefix")]}
+    plan = parse_plan(data, metric="exact_reward", alpha=0.05, canonical=lambda v: v)
+    assert claim_factors(plan) == ("reward",)
+
+
+# ---- robustness: verdicts re-judged under a declared cross-machine perturbation --------------------
+
+def _robust_study(shift: dict, common: dict | None = None, draws: int = 6):
+    import dataclasses
+
+    from rl.studies.plan import Robustness
+    from rl.studies.spec import load_spec
+    from tests.rl.studies.test_tiny_lm_reproducible import _records
+
+    spec = load_spec("tiny-lm")
+    plain = dataclasses.replace(spec, plan=dataclasses.replace(spec.plan, robustness=None))
+    robust = dataclasses.replace(spec, plan=dataclasses.replace(
+        spec.plan, robustness=Robustness(shift=shift, common=common or {}, draws=draws)))
+    return plain, robust, _records(spec)
+
+
+def test_perturbed_values_move_each_run_by_its_shift_and_each_seed_together_and_leave_censored_runs():
+    from rl.studies.analysis import collect, perturbed_values
+    from rl.studies.plan import Robustness
+
+    plain, _, records = _robust_study({})
+    data = collect(records, plain)
+    rob = Robustness(shift={"auc": 0.01}, common={"auc": 0.1, "samples_to_0.6": 5.0}, draws=1)
+    a, b = perturbed_values(data, rob, 0), perturbed_values(data, rob, 0)
+    other = perturbed_values(data, rob, 1)
+    moved = {}
+    for cell, by_v in data.values.items():
+        for v, by_s in by_v.items():
+            for s, ev in by_s.items():
+                d = a.values[cell][v][s]["auc"].value - ev["auc"].value
+                # +-0.01 of its own and +-0.1 shared by the seed: one of four sums
+                assert min(abs(d - x) for x in (0.11, 0.09, -0.09, -0.11)) < 1e-12
+                moved.setdefault(s, set()).add(math.copysign(1.0, d))  # |common| > |own|: d's sign is the seed's
+                t0, t1 = ev["samples_to_0.6"], a.values[cell][v][s]["samples_to_0.6"]
+                assert t1 == t0 if t0.censored else abs(abs(t1.value - t0.value) - 5.0) < 1e-9
+                assert ev["final"] == a.values[cell][v][s]["final"]  # no size declared: unchanged
+                assert a.values[cell][v][s] == b.values[cell][v][s]   # one draw, one stream
+    # the common part is one sign per seed: every run of a seed carries the same +-0.1
+    assert all(len(ms) == 1 for ms in moved.values())
+    assert any(other.values[c][v][s]["auc"] != a.values[c][v][s]["auc"]
+               for c in data.values for v in data.values[c] for s in data.values[c][v])
+
+
+def test_a_negligible_perturbation_leaves_every_verdict_and_a_large_one_makes_them_fragile_not_reversed():
+    from rl.studies import analysis
+
+    plain, robust, records = _robust_study({"auc": 1e-9, "final": 1e-9, "drawdown": 1e-9, "samples_to_0.6": 1e-6})
+    before = {f.id: f.verdict for f in analysis.analyze(records, plain).findings}
+    after = analysis.analyze(records, robust).findings
+    assert {f.id: f.verdict for f in after} == before
+    assert not any("fragile" in t.note for f in after for t in f.tests)
+
+    margins = {e: 3 * plain.plan.endpoints[e].margin for e in ("auc", "final", "drawdown", "samples_to_0.6")}
+    _, loud, _ = _robust_study(margins)
+    found = {f.id: f for f in analysis.analyze(records, loud).findings}
+    directional = {"better", "worse", "increasing", "decreasing", "optimum"}
+    fragile = [f for f in found.values() if any("fragile" in t.note for t in f.tests)]
+    assert fragile, "a perturbation of 3 margins must move some verdict"
+    for f in fragile:
+        for t in f.tests:
+            if "fragile" in t.note:
+                assert t.verdict == "inconclusive"
+        # a verdict may only fall back to inconclusive (or keep its direction), never turn around
+        if before[f.id] in directional and f.verdict in directional:
+            assert f.verdict == before[f.id]
+        assert any("fragile under the declared cross-machine perturbation" in n for n in f.notes)
+
+
+@pytest.mark.parametrize("table, match", [
+    ({"shift": {"nope": 0.1}}, "unknown endpoints"),
+    ({"shift": {"auc": -0.1}}, "size >= 0"),
+    ({"draws": 0}, "draws"),
+    ({"shift": [0.1]}, "map endpoint names"),
+    ({"seeds": 3}, "robustness"),
+])
+def test_a_bad_robustness_table_is_named(table, match):
+    from rl.studies.plan import parse_plan
+
+    data = {"endpoints": {"auc": {"kind": "mean", "margin": 0.01}}, "robustness": table}
+    with pytest.raises(ValueError, match=match):
+        parse_plan(data, metric="exact_reward", alpha=0.05, canonical=lambda v: v)
