@@ -892,7 +892,8 @@ def robust_findings(data: StudyData, spec: StudySpec, baseline: str | None, find
     for draw in range(rob.draws):
         for i, g in enumerate(_claim_findings(perturbed_values(data, rob, draw), spec, baseline)):
             for j, (t, u) in enumerate(zip(findings[i].tests, g.tests)):
-                changed[i][j] += t.verdict != u.verdict
+                # an inconclusive test stays inconclusive whatever a perturbation makes of it
+                changed[i][j] += t.verdict != u.verdict and t.verdict != "inconclusive"
     out = []
     for f, ch in zip(findings, changed):
         if not any(ch):
