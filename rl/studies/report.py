@@ -330,7 +330,10 @@ def write_index(reports_dir: str | Path, theory_summary: str = "") -> Path:
         doc = json.loads((reports_dir / name / "findings.json").read_text())
         fs = [f for f in read_findings(doc) if f.kind != "control"]
         verdicts = "; ".join(f"{f.id}: {f.verdict}" for f in fs[:6]) + ("; ..." if len(fs) > 6 else "")
-        lines.append(f"- [{name}]({name}/README.md): {doc.get('n_runs')} runs. {verdicts}")
+        # a training study counts runs; the exact estimator study counts enumerated evaluations
+        size = (f"{doc['n_runs']} runs" if doc.get("n_runs") is not None else
+                f"{doc['n_rows']} exact evaluations" if doc.get("n_rows") is not None else "size not recorded")
+        lines.append(f"- [{name}]({name}/README.md): {size}. {verdicts}")
     if not found:
         lines.append("- none yet: run `hmpo report`")
     path = reports_dir / "README.md"

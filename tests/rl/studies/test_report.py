@@ -68,6 +68,17 @@ def test_the_files_agree_with_the_analysis(report):
         assert f"figures/{name}.png" in text
     index = write_index(out.parent).read_text()
     assert "[out](out/README.md)" in index and "hmpo-vs-gspo: worse" in index
+    assert f"[out](out/README.md): {3 * 8 + 3 * 6} runs." in index
+
+
+def test_the_index_counts_an_exact_study_by_its_evaluations(tmp_path):
+    import json
+
+    (tmp_path / "est").mkdir()
+    doc = {"format": "hmpo-findings/2", "study": "est", "n_rows": 120, "findings": []}
+    (tmp_path / "est" / "findings.json").write_text(json.dumps(doc))
+    index = write_index(tmp_path).read_text()
+    assert "[est](est/README.md): 120 exact evaluations." in index and "None" not in index
 
 
 def test_a_study_without_runs_is_refused(tmp_path):
