@@ -3,11 +3,12 @@
 | preset  | what                                                             | runs  | time on 2 cores     |
 |---------|------------------------------------------------------------------|-------|---------------------|
 | smoke   | seq-bandit, p in {1, 0, -1}, off-policy 2x2, 5 seeds, 12 steps   |    15 | 8 s                 |
-| bandit  | seq-bandit, rewards count / prefix / all-or-nothing, random      |  1307 | ~7.5 min idle       |
-|         | target and initial policy per seed; reference cell 4x4, tau 0.3, |       | (902 CPU-s runs +   |
-|         | lag 2, 13 variants x 16 seeds per reward; axes on 8 seeds: T,    |       | 30 CPU-s report)    |
-|         | tau, lag, reuse at equal updates, SGD, clip windows, reward      |       |                     |
-|         | noise; controls on-policy and K-armed; exact J in closed form    |       |                     |
+| bandit  | seq-bandit, rewards count / prefix / all-or-nothing, random      |  1355 | 6 min idle          |
+|         | target and initial policy per seed; reference cell 4x4, tau 0.3, |       | (355 s wall for the |
+|         | lag 2, 13 variants x 16 seeds per reward; axes on 8 seeds: T,    |       | first 1307 runs, 14 |
+|         | tau, lag, reuse at equal updates, SGD, clip windows, reward      |       | s for the 48 RNN    |
+|         | noise; an RNN policy (all-or-nothing, T 6, enumerated J, 16      |       | runs; report ~50 s) |
+|         | seeds); controls on-policy and K-armed; exact J                  |       |                     |
 | tiny-lm | tiny LM on 6-digit addition with a carry scratchpad (13-token    |    72 | ~7.5 min idle       |
 |         | answers), 3 SFT checkpoints x 3 RL seeds; p in {1, 0, -1}, GRPO  |       | (902 CPU-s, SFT     |
 |         | token, GMPO, HolderPO; bf16 sampler's own log-probs (+ control), |       | included)           |
@@ -133,6 +134,11 @@ BANDIT_PRIMARY_VARIANTS = ["p=1", "p=0.5", "p=0", "p=-0.5", "p=-1", "grpo-token"
 BANDIT_PRIMARY_SEEDS = 16   # seeds 0..15 in the three reference cells
 BANDIT_AXIS_SEEDS = 8       # seeds 0..7 at the other levels of each axis (paired with the reference's 0..7)
 BANDIT_SGD_LR = 4.0         # plain SGD's rate (AdamW: 0.05), chosen on the pilot (prefix only)
+#: the autoregressive (tanh RNN) policy, where its exact J can be enumerated (V^T = 2^6 answers): the
+#: all-or-nothing reward at T = 6, its rate and budget chosen on the pilot seeds (BANDIT_PILOT["autoregressive"])
+BANDIT_RNN = {"reward": "all-or-nothing", "vocab": 2, "seq_len": 6, "steps": 8, "lr": 0.004,
+              "policy.init_scale": 0.3, "policy.kind": "autoregressive"}
+BANDIT_RNN_WHERE = {"env": "seq-bandit", "policy.kind": "autoregressive"}
 
 
 def _where(reward: str, **change: Any) -> dict[str, Any]:
@@ -188,6 +194,14 @@ BANDIT_PILOT: dict[str, Any] = {
                         "runs": 36, "note": "a perturbation that flips one sampled token would change that run like "
                         "a new seed; none did here, and tests/rl/studies/test_preset_bandit.py checks that a "
                         "shift of every run's J by 1000 x the measured change moves no verdict"},
+    # the RNN policy (all-or-nothing, V 2, 4x4, tau 0.3, lag 2; seeds 1000 / 1001; J end of p = 1, 0, -1):
+    # T 8 lr 0.05 or 0.01, 10 steps: no reward seen (J stays 0.003); T 6 lr 0.05: collapse to 0 or 0.99;
+    # T 4 lr 0.02: all saturate (1.000); T 6 lr 0.004 10 steps: 0.03-0.13 / 0.98 / 0.93-0.99 (saturated);
+    # 6 steps: 0.03-0.07 / 0.04-0.12 / 0.09-0.25; 8 steps: 0.21, 0.09 / 0.78, 0.79 / 0.47, 0.92 (chosen;
+    # median ESS of p = -1 0.58-0.76; about 1 CPU-s a run)
+    "autoregressive": {"chosen": {"seq_len": 6, "lr": 0.004, "steps": 8},
+                       "J_end_seed_1000": {"p=1": 0.210, "p=0": 0.775, "p=-1": 0.473},
+                       "J_end_seed_1001": {"p=1": 0.087, "p=0": 0.788, "p=-1": 0.920}},
     "cpu_s_per_run": "0.2-0.4 (count, all-or-nothing: 10 steps x 16 updates), 0.6-1.3 (prefix: 30 x 16), "
                      "1.4 (1x1 x 480 steps), measured on the shared 2-core machine",
 }
@@ -217,6 +231,10 @@ BANDIT_PLAN: dict[str, Any] = {
           for r in BANDIT_REWARDS],
         *[_vs(f"arithmetic-vs-gspo-{r}", f"The arithmetic mean (p=1) reaches a higher exact J than GSPO with the {r} "
               "reward", "p=1", ["auc", "final"], "better", [_where(r)], "differences") for r in BANDIT_REWARDS],
+        *[_vs(f"{name}-vs-gspo-autoregressive", f"{what} reaches a higher exact J than GSPO with an autoregressive "
+              "(RNN) policy, where tokens are not independent (all-or-nothing, T = 6)", v, ["auc", "final"], "better",
+              [BANDIT_RNN_WHERE], "differences") for name, v, what in (("hmpo", "p=-1", "HMPO (p=-1)"),
+                                                                        ("arithmetic", "p=1", "The arithmetic mean"))],
         *[_vs(f"{v}-vs-gspo", f"{what} reaches a higher exact J than GSPO (over training and at the end)", v,
               ["auc", "final"], "better", _PRIMARY, "differences")
           for v, what in (("holderpo", "HolderPO (p annealed from 2 to -1)"), ("pmpo", "PMPO (clip-aware p per "
@@ -320,6 +338,8 @@ def _bandit_grid() -> list[dict[str, Any]]:
     grids.append({**ref("prefix"), "clip": ["gspo", "calibrated"], **axis})            # clip windows
     grids.append({**ref("prefix"), "clip_center": "bias-corrected", **axis})
     grids.append({**ref("prefix"), "reward_noise": 0.5, **axis})                      # noisy rewards
+    # the autoregressive policy, where enumeration gives its exact J (2^6 answers): 16 paired seeds
+    grids.append({**seq, **BANDIT_OFF, **BANDIT_RNN, "variant": core, "seeds": BANDIT_PRIMARY_SEEDS})
     # controls: on-policy without mismatch (equal updates to the count reference), and one-token answers
     grids.append({**ref("count"), "off_policy": "1x1", "old_logp_noise": 0.0, "policy_lag": 0,
                   "steps": BANDIT_REWARDS["count"]["steps"] * REUSE_STEP_FACTOR, "variant": core + ["grpo-token"],

@@ -146,7 +146,7 @@ _SPECIAL = {"variant", "clip", "off_policy", "seed", "seeds"}
 _PLAN_TABLES = ("endpoints", "claims", "controls", "regime", "confounds", "robustness")
 # the trainer's value of a factor that a grid does not set (used in condition labels)
 FACTOR_DEFAULTS = {"clip": "0.2", "off_policy": "1x1", "policy_lag": "0", "reward_noise": "0", "old_logp_noise": "0",
-                   "clip_center": "plain", "optimizer": "adamw"}
+                   "clip_center": "plain", "optimizer": "adamw", "policy.kind": "tabular"}
 _P_RE = re.compile(r"^p=([-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)$")
 _LUSPO_RE = re.compile(r"^luspo-(p=.*)$")
 

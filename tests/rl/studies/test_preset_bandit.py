@@ -248,3 +248,24 @@ def test_scheduled_and_length_weighted_variants_are_not_on_the_p_axis():
 
     assert variant_p("holderpo") is None and variant_p("luspo") is None and variant_p("learnable-p") is None
     assert variant_p("p=-0.5") == -0.5 and variant_p("hmpo") == -1.0
+
+
+def test_the_autoregressive_cell_is_enumerable_paired_and_judged_by_its_claims(spec):
+    """The RNN policy's exact J needs enumeration (rl.envs.oracle): its cell must stay within V^T <=
+    65536 answers, keep 16 paired seeds for p in {1, 0, -1}, and be the only condition its claims read."""
+    from rl.studies.plan import matches
+    from rl.studies.presets import BANDIT_RNN
+
+    every = _cells(spec)
+    cells = [label for label, c in every.items() if c["cell"].get("policy.kind") == "autoregressive"]
+    assert len(cells) == 1
+    c = every[cells[0]]
+    assert BANDIT_RNN["vocab"] ** BANDIT_RNN["seq_len"] <= 65536
+    assert {v: len(s) for v, s in c["variants"].items()} == {"p=1": 16, "p=0": 16, "p=-1": 16}
+    cfg = to_train_config(c["configs"][0].config)
+    assert cfg.policy_kwargs["kind"] == "autoregressive" and cfg.env_kwargs["length"] == 6
+    others = [x for label, x in every.items() if label != cells[0]]
+    assert all(x["cell"].get("policy.kind") == "tabular" for x in others)   # the default, named in labels
+    for cid in ("hmpo-vs-gspo-autoregressive", "arithmetic-vs-gspo-autoregressive"):
+        claim = next(k for k in spec.plan.claims if k.id == cid)
+        assert matches(c["cell"], claim.where) and not any(matches(x["cell"], claim.where) for x in others)
