@@ -375,7 +375,9 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "baseline": "p=0", "metric": "exact_reward",
                   "plan_note": "endpoints, thresholds, margins and claims declared before the first real run, "
                                "from the pilot on seeds 1000-1001 (rl.studies.presets.BANDIT_PILOT), which are not "
-                               "reported"},
+                               "reported; the autoregressive (RNN) cell and its two claims were added after the "
+                               "other cells' results had been read (2026-12-02), piloted on the same seeds and "
+                               "declared before its own 48 runs"},
         "base": {"prompts_per_step": 4, "group_size": 8, "lr": 0.05, "target_seed": "seed"},
         "grid": _bandit_grid(),
         **BANDIT_PLAN,
