@@ -842,21 +842,21 @@ def _finding(data: StudyData, claim: Claim, tests: list[StatTest], notes: list[s
         figure=claim.figure, notes=tuple(notes))
 
 
+def _claim_tests(data: StudyData, claim: Claim, baseline: str | None) -> tuple[list[StatTest], list[str]]:
+    """One declared claim's tests on ``data`` and the notes they raise (by the claim's kind)."""
+    base = claim.baseline or baseline
+    if claim.kind == "comparison":
+        return _comparison(data, claim, base)
+    if claim.kind == "interaction":
+        return _interaction(data, claim, base)
+    if claim.kind == "sweep":
+        return _sweep(data, claim)
+    return _descriptive(data, claim, claim.baseline)
+
+
 def _claim_findings(data: StudyData, spec: StudySpec, baseline: str | None) -> list[Finding]:
     """Every declared claim judged on ``data``, in plan order."""
-    out = []
-    for claim in spec.plan.claims:
-        base = claim.baseline or baseline
-        if claim.kind == "comparison":
-            tests, notes = _comparison(data, claim, base)
-        elif claim.kind == "interaction":
-            tests, notes = _interaction(data, claim, base)
-        elif claim.kind == "sweep":
-            tests, notes = _sweep(data, claim)
-        else:
-            tests, notes = _descriptive(data, claim, claim.baseline)
-        out.append(_finding(data, claim, tests, notes))
-    return out
+    return [_finding(data, claim, *_claim_tests(data, claim, baseline)) for claim in spec.plan.claims]
 
 
 def perturbed_values(data: StudyData, robustness: Robustness, draw: int) -> StudyData:
@@ -881,34 +881,36 @@ def perturbed_values(data: StudyData, robustness: Robustness, draw: int) -> Stud
     return dataclasses.replace(data, values=values)
 
 
-def robust_findings(data: StudyData, spec: StudySpec, baseline: str | None, findings: list[Finding]) -> list[Finding]:
-    """Each finding with every test whose verdict changes under a perturbation of the declared
-    cross-machine size (:func:`perturbed_values`, ``spec.plan.robustness.draws`` re-analyses) made
-    "inconclusive", noted as fragile; the finding's verdict is then drawn again from its tests. So a
-    verdict stands only where rounding of that size cannot move it (a directional verdict never
-    turns into another here: it becomes inconclusive)."""
+def robust_findings(data: StudyData, spec: StudySpec, baseline: str | None) -> list[Finding]:
+    """Every declared claim judged on ``data`` (in plan order), with every test whose verdict changes
+    under a perturbation of the declared cross-machine size (:func:`perturbed_values`,
+    ``spec.plan.robustness.draws`` re-analyses) made "inconclusive", noted as fragile; the
+    finding's verdict is drawn from those tests. So a verdict stands only where rounding of that
+    size cannot move it (a directional verdict never turns into another here: it becomes
+    inconclusive)."""
     rob = spec.plan.robustness
-    changed = [[0] * len(f.tests) for f in findings]
+    judged = [_claim_tests(data, claim, baseline) for claim in spec.plan.claims]
+    changed = [[0] * len(tests) for tests, _ in judged]
     for draw in range(rob.draws):
-        for i, g in enumerate(_claim_findings(perturbed_values(data, rob, draw), spec, baseline)):
-            for j, (t, u) in enumerate(zip(findings[i].tests, g.tests)):
+        moved = perturbed_values(data, rob, draw)
+        for i, claim in enumerate(spec.plan.claims):
+            for j, (t, u) in enumerate(zip(judged[i][0], _claim_tests(moved, claim, baseline)[0])):
                 # an inconclusive test stays inconclusive whatever a perturbation makes of it
                 changed[i][j] += t.verdict != u.verdict and t.verdict != "inconclusive"
     out = []
-    for f, ch in zip(findings, changed):
+    for claim, (tests, notes), ch in zip(spec.plan.claims, judged, changed):
+        before = _finding(data, claim, tests, notes)
         if not any(ch):
-            out.append(f)
+            out.append(before)
             continue
-        tests = tuple(dataclasses.replace(t, verdict="inconclusive", note="; ".join(
+        marked = [dataclasses.replace(t, verdict="inconclusive", note="; ".join(
             [*([t.note] if t.note else []), f"fragile: was {t.verdict}, changed in {k} of {rob.draws} re-analyses "
-             "with the endpoints moved by the declared cross-machine size"])) if k else t for t, k in zip(f.tests, ch))
-        prim = [t for t in tests if t.role == "primary"]
-        verdict = aggregate_verdict(prim) if prim else "inconclusive"
-        n = sum(1 for t, k in zip(f.tests, ch) if k and t.role == "primary")
-        notes = (*f.notes, f"{n} primary test(s) fragile under the declared cross-machine perturbation: reported "
-                 "inconclusive" + (f" (the verdict before that check: {f.verdict})" if verdict != f.verdict else ""))
-        out.append(dataclasses.replace(f, tests=tests, verdict=verdict, outcome=outcome(verdict, f.supports),
-                                       summary=_summary_line(data, tests, verdict), notes=notes))
+             "with the endpoints moved by the declared cross-machine size"])) if k else t for t, k in zip(tests, ch)]
+        after = _finding(data, claim, marked, notes)
+        n = sum(1 for t, k in zip(tests, ch) if k and t.role == "primary")
+        out.append(dataclasses.replace(after, notes=(*after.notes, (
+            f"{n} primary test(s) fragile under the declared cross-machine perturbation: reported inconclusive"
+            + (f" (the verdict before that check: {before.verdict})" if after.verdict != before.verdict else "")))))
     return out
 
 
@@ -918,8 +920,7 @@ def analyze(records: Sequence[dict[str, Any]], spec: StudySpec) -> Analysis:
     :func:`robust_findings`)."""
     data = collect(records, spec)
     baseline = spec.baseline if spec.compare else None
-    findings = _claim_findings(data, spec, baseline)
-    if spec.plan.robustness is not None:
-        findings = robust_findings(data, spec, baseline, findings)
+    findings = (_claim_findings(data, spec, baseline) if spec.plan.robustness is None else
+                robust_findings(data, spec, baseline))
     controls = _controls(data, baseline) if baseline else []
     return Analysis(data, summaries(data), controls + findings, exploratory(data, baseline))
