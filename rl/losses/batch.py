@@ -92,8 +92,10 @@ class Batch:
     @cached_property
     def rows(self) -> MaskedRows:
         """``l``'s :class:`meantheory.MaskedRows` (for the masked fast path of the power mean)."""
+        every = self.every_row_nonempty
+        # where every row has tokens the fast path asks for ``n > 0`` only on a rare branch: not formed here
         return MaskedRows(mask=self.mask, ones=self.mask_f, count=self.n, filled=self.ls.detach(),
-                          nonempty=self.nonempty, every_row_nonempty=self.every_row_nonempty)
+                          nonempty=None if every else self.nonempty, every_row_nonempty=every)
 
     @cached_property
     def l_sum(self) -> torch.Tensor:
@@ -237,7 +239,8 @@ def value_checks(b: Batch, config: LossConfig) -> list[ValueCheck]:
     # finite (Batch.l_finite, one sum read on a CPU).
     checks = [] if b.l_finite else [ValueCheck(b.l_sum, logp_or_old)]
     if not b.per_token_adv:
-        checks.append(ValueCheck(b.a_seq.sum(), _nonfinite_at("advantages", b.adv, b.nonempty, "for a sequence with tokens")))
+        checks.append(ValueCheck(b.a_seq.sum(), lambda: _nonfinite_at("advantages", b.adv, b.nonempty,
+                                                                     "for a sequence with tokens")()))
     else:
         checks.append(ValueCheck(b.a_tok.sum(), _nonfinite_at("advantages", b.adv, b.mask, on_token)))
         if config.level in ("sequence", "gmpo"):

@@ -32,9 +32,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
-__all__ = ["ClipFlags", "ClipWindow", "clip_log_ratio", "window_shift"]
+__all__ = ["ClipFlags", "ClipShift", "ClipWindow", "clip_log_ratio", "clipped_sum", "window_shift"]
 
 Bound = float | torch.Tensor
 
@@ -155,37 +156,151 @@ def clip_log_ratio(
     One clamp with per-entry bounds chosen by the sign of ``A`` (the bounds carry no gradient).
     """
     neg = adv < 0
-    c = math.inf if log_c is None else log_c
-    if isinstance(lo, torch.Tensor) or isinstance(hi, torch.Tensor):
-        lower = _pick(neg, lo, -math.inf, x)
-        upper = _pick(neg, _min(c, cap), _min(hi, cap), x)
-    else:
-        # float bounds: both rows of bounds from one where over a (cached) [2, 2] constant
-        bounds = torch.where(neg.unsqueeze(-1), *_bound_pair(lo, _min(c, cap), _min(hi, cap), x))
-        lower, upper = bounds[..., 0], bounds[..., 1]
+    lower, upper = _bounds(neg, lo, hi, log_c, cap, x)
     x_eff = torch.clamp(x, min=lower, max=upper)
     if not flags:
         return x_eff, None
-    if not isinstance(lo, torch.Tensor) and not isinstance(hi, torch.Tensor) and log_c is None \
-            and (cap is None or hi <= cap):
-        # A float window, no dual clip, the cap above hi: the clamp raised x exactly where the low
-        # clip acted (A < 0, x < lo) and lowered it exactly where the high clip (A >= 0, x > hi)
-        # or the cap (A < 0, x > cap) did, so the flags compare x_eff with x (fewer kernels).
+    if _flags_from_shift(lo, hi, log_c, cap):
         xd, xe = x.detach(), x_eff.detach()
         down = xe < xd
         return x_eff, ClipFlags(low=None if lo == -math.inf else xe > xd,
                                 high=None if hi == math.inf else down & (adv > 0), dual=None,
                                 cap=None if cap is None else down & neg)
-    with torch.no_grad():
-        xd = x.detach()
-        # The dual clip and the cap act on the value after the low clip; a float lo <= 0 is below
-        # both, but a shifted (tensor) window can in principle lie above them.
-        xl = torch.maximum(xd, lower) if isinstance(lo, torch.Tensor) else xd
-        low = None if _is_off(lo, -math.inf) else neg & (xd < lo)
-        high = None if _is_off(hi, math.inf) else (adv > 0) & (xd > hi)
-        dual = None if log_c is None else neg & (xl > log_c)
-        capped = None if cap is None else _cap_flag(xl, neg, cap, c, hi)
-    return x_eff, ClipFlags(low=low, high=high, dual=dual, cap=capped)
+    return x_eff, _flags(x, lower, neg, adv, lo=lo, hi=hi, log_c=log_c, cap=cap)
+
+
+def _bounds(neg: torch.Tensor, lo: Bound, hi: Bound, log_c: float | None, cap: float | None,
+            x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The clamp's ``(lower, upper)`` per entry, chosen by the sign of ``A`` (``neg``: ``A < 0``), in
+    ``x``'s dtype: ``[lo, min(log c, cap)]`` for ``A < 0``, ``[-inf, min(hi, cap)]`` otherwise."""
+    c = math.inf if log_c is None else log_c
+    if isinstance(lo, torch.Tensor) or isinstance(hi, torch.Tensor):
+        return _pick(neg, lo, -math.inf, x), _pick(neg, _min(c, cap), _min(hi, cap), x)
+    # float bounds: both rows of bounds from one where over a (cached) [2, 2] constant
+    bounds = torch.where(neg.unsqueeze(-1), *_bound_pair(lo, _min(c, cap), _min(hi, cap), x))
+    return bounds[..., 0], bounds[..., 1]
+
+
+def _flags_from_shift(lo: Bound, hi: Bound, log_c: float | None, cap: float | None) -> bool:
+    """Whether the flags follow from the sign of the clamp's shift ``x_eff - x`` (and of ``A``).
+
+    With a float window, no dual clip and the cap at or above ``hi``, the clamp raised ``x``
+    exactly where the low clip acted (``A < 0``, ``x < lo``) and lowered it exactly where the
+    high clip (``A > 0``, ``x > hi``; ``A = 0`` is lowered by no flag's clip) or the cap
+    (``A < 0``, ``x > cap``) did. Elsewhere (a dual clip, a cap below ``hi``, a window per row)
+    each flag is its own comparison (:func:`_flags`). This is the one place that decides it, for
+    the flags computed on the device (:func:`clip_log_ratio`) and on the host
+    (:meth:`ClipShift.fractions`)."""
+    return (not isinstance(lo, torch.Tensor) and not isinstance(hi, torch.Tensor) and log_c is None
+            and (cap is None or hi <= cap))
+
+
+@torch.no_grad()
+def _flags(x: torch.Tensor, lower: torch.Tensor, neg: torch.Tensor, adv: torch.Tensor, *, lo: Bound, hi: Bound,
+           log_c: float | None, cap: float | None) -> ClipFlags:
+    """Each clip's flag by its own comparison (the general case of :func:`_flags_from_shift`)."""
+    c = math.inf if log_c is None else log_c
+    xd = x.detach()
+    # The dual clip and the cap act on the value after the low clip; a float lo <= 0 is below
+    # both, but a shifted (tensor) window can in principle lie above them.
+    xl = torch.maximum(xd, lower) if isinstance(lo, torch.Tensor) else xd
+    low = None if _is_off(lo, -math.inf) else neg & (xd < lo)
+    high = None if _is_off(hi, math.inf) else (adv > 0) & (xd > hi)
+    dual = None if log_c is None else neg & (xl > log_c)
+    capped = None if cap is None else _cap_flag(xl, neg, cap, c, hi)
+    return ClipFlags(low=low, high=high, dual=dual, cap=capped)
+
+
+@dataclass(frozen=True)
+class ClipShift:
+    """The clamp's shift ``delta = x_eff - x`` [B] and the advantages [B] of a :func:`clipped_sum`
+    whose flags follow from the shift (:func:`_flags_from_shift`); the metrics read both with their
+    other rows and count the flags on the host (:meth:`fractions`), no kernel per flag.
+    ``low``/``high``/``cap``: whether that clip can act at all (a side at ``+-inf`` cannot)."""
+
+    delta: torch.Tensor
+    adv: torch.Tensor
+    low: bool
+    high: bool
+    cap: bool
+
+    def names(self) -> tuple[str, ...]:
+        """The flag fractions this record feeds."""
+        return tuple(n for n, on in (("clip_frac_low", self.low), ("clip_frac_high", self.high),
+                                     ("clip_frac_cap", self.cap)) if on)
+
+    @staticmethod
+    def fractions(delta: np.ndarray, adv: np.ndarray, weight: np.ndarray, names: tuple[str, ...]) -> dict[str, float]:
+        """Each flag's weighted fraction, ``sum_i w_i f_i / sum_i w_i``, from the host copies of the
+        rows (``weight``: 1 per sequence, or its tokens ``n_i``; rows with weight 0 count nowhere).
+
+        The same rule as the device flags of :func:`clip_log_ratio`: raised (``delta > 0``) is the
+        low clip; lowered (``delta < 0``) is the high clip where ``A > 0`` and the cap where
+        ``A < 0``. A NaN shift is no flag (as a comparison with NaN is False)."""
+        total = float(weight.sum())
+        down = delta < 0
+        flag = {"clip_frac_low": delta > 0, "clip_frac_high": down & (adv > 0), "clip_frac_cap": down & (adv < 0)}
+        return {n: float(weight[flag[n]].sum()) / total for n in names}
+
+
+class _ClippedSum(torch.autograd.Function):
+    """``sum_i coef_i exp(clamp(x_i, lower_i, upper_i))`` with its gradient in ``x`` (one autograd node)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, coef: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor):  # type: ignore[override]
+        x_eff = torch.clamp(x, min=lower, max=upper)
+        t = torch.exp(x_eff).mul_(coef)
+        # d/dx of the clamp is 1 where it let x through (x_eff == x: also at a bound, as torch's
+        # clamp), 0 where it acted and where x is NaN
+        ctx.save_for_backward(x, coef, lower, upper, torch.where(x_eff == x, t, 0.0))
+        ctx.mark_non_differentiable(x_eff)
+        return t.sum(), x_eff
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor, _g_eff):  # type: ignore[override]
+        x, coef, lower, upper, t_kept = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: the same, as differentiable operations of x
+            keep = torch.clamp(x.detach(), min=lower, max=upper) == x.detach()
+            # exp of the clamped value: finite where the where discards it (no 0 * inf in the graph)
+            return torch.where(keep, g * coef * torch.exp(torch.clamp(x, min=lower, max=upper)), 0.0), None, None, None
+        return t_kept * g, None, None, None
+
+
+def clipped_sum(
+    x: torch.Tensor,
+    adv: torch.Tensor,
+    coef: torch.Tensor,
+    *,
+    lo: Bound,
+    hi: Bound,
+    log_c: float | None = None,
+    cap: float | None = None,
+    flags: bool = True,
+) -> tuple[torch.Tensor, ClipFlags | ClipShift | None]:
+    r"""``(sum_i coef_i exp(x_eff_i), flags)``: the clipped surrogate of one log-ratio per row, summed.
+
+    ``x_eff`` is :func:`clip_log_ratio`'s (module doc), ``coef_i = -w_i A_i`` (``w`` the rows'
+    aggregation weights), so the sum is the aggregated PPO term ``sum_i w_i (-min(r_i A_i,
+    clip(r_i) A_i))``. Gradient in ``x``: ``coef_i exp(x_eff_i)`` where the clamp let ``x_i``
+    through, 0 where it acted (as the clipped branch of the PPO minimum); none in ``coef``
+    (advantages and weights are constants). Double backward is supported.
+
+    Why one function: as one autograd node the clamp, ``exp``, the product and the sum cost one
+    kernel in the backward instead of about ten (the backward of a clamp with per-row bounds alone
+    is five on a CPU, where each small kernel costs as much as a pass over a row of tokens).
+
+    ``flags``: a :class:`ClipShift` (counted on the host) where the flags follow from the shift
+    (:func:`_flags_from_shift`), else :class:`ClipFlags`; None when ``flags`` is False.
+    """
+    neg = adv < 0
+    lower, upper = _bounds(neg, lo, hi, log_c, cap, x)
+    total, x_eff = _ClippedSum.apply(x, coef.detach(), lower, upper)
+    if not flags:
+        return total, None
+    if _flags_from_shift(lo, hi, log_c, cap):
+        return total, ClipShift(delta=x_eff - x.detach(), adv=adv, low=lo != -math.inf, high=hi != math.inf,
+                                cap=cap is not None)
+    return total, _flags(x, lower, neg, adv, lo=lo, hi=hi, log_c=log_c, cap=cap)
 
 
 def _cap_flag(xl: torch.Tensor, neg: torch.Tensor, cap: float, c: float, hi: Bound) -> torch.Tensor | None:

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from rl.losses.batch import Batch, ValueCheck, raise_failed
-from rl.losses.clipping import ClipFlags
+from rl.losses.clipping import ClipFlags, ClipShift
 
 __all__ = ["ORDER", "Metrics", "Surrogate", "UNITS", "loss_metrics", "read_back"]
 
@@ -54,7 +54,7 @@ class Surrogate:
     uniform_pi: bool = False  # pi is 1/n_i on each row's tokens (the geometric mean), not formed
     p_used: Any = None  # the exponent in force (float or tensor), None without one
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
-    clips: tuple[tuple[ClipFlags | None, str], ...] = ()  # (flags, unit) pairs whose fractions add up
+    clips: tuple[tuple[ClipFlags | ClipShift | None, str], ...] = ()  # (flags, unit) pairs whose fractions add up
 
 
 _CLIP_FIELDS = ("clip_frac_low", "clip_frac_high", "clip_frac_dual", "clip_frac_cap")
@@ -82,13 +82,17 @@ class Metrics:
     neg: tuple[str, ...] = ()
     row_names: tuple[str, ...] = ()
     rows: torch.Tensor | None = None  # [k, B], read after the values
+    #: the clip fractions counted on the host from rows "clip_delta" and "clip_adv"
+    #: (:class:`~rl.losses.clipping.ClipShift`): their names and unit, or None
+    shift: tuple[tuple[str, ...], str] | None = None
 
 
 #: row kinds (:func:`_reduce_rows`): "n" the tokens per sequence (which sequences count);
 #: "log_s" the sequence log-ratios (seq_ratio_mean from their log-mean-exp, min, max); "p" the
-#: exponent (mean, min, max); "ess_sq" sum_t pi_t^2 (ESS 1 / (n sum pi^2)); any other name: its
-#: mean over the sequences (a name given several times adds its means).
-_ROW_KINDS = ("n", "log_s", "p", "ess_sq")
+#: exponent (mean, min, max); "ess_sq" sum_t pi_t^2 (ESS 1 / (n sum pi^2)); "clip_delta" and
+#: "clip_adv" a ClipShift's shift and advantages (its clip fractions); any other name: its mean
+#: over the sequences (a name given several times adds its means).
+_ROW_KINDS = ("n", "log_s", "p", "ess_sq", "clip_delta", "clip_adv")
 
 
 class _Rows:
@@ -100,6 +104,7 @@ class _Rows:
         self.seq: list[tuple[str, torch.Tensor]] = []
         self.tot: list[tuple[str, torch.Tensor]] = []
         self.per_tok: list[str] = []
+        self.shift: tuple[tuple[str, ...], str] | None = None
 
     def token_total(self, name: str, v: torch.Tensor) -> None:
         """``v`` (0-d) is a sum over tokens: the metric is its token mean."""
@@ -107,13 +112,20 @@ class _Rows:
         self.per_tok.append(name)
 
 
-def _add_clip_rows(rows: _Rows, clips: tuple[tuple[ClipFlags | None, str], ...], b: Batch) -> list[str]:
-    """Add each clip flag's row or total (see :data:`UNITS`); returns the clip fields no flag feeds
-    (they are 0)."""
+def _add_clip_rows(rows: _Rows, clips: tuple[tuple[ClipFlags | ClipShift | None, str], ...], b: Batch) -> list[str]:
+    """Add each clip flag's row or total (see :data:`UNITS`), or a ClipShift's two rows (one per
+    call: its fractions are counted on the host); returns the clip fields no flag feeds (they are 0)."""
     dtype = b.n.dtype
     fed: set[str] = set()
     for flags, unit in clips:
         if flags is None:
+            continue
+        if isinstance(flags, ClipShift):
+            if rows.shift is not None or unit == "token":
+                raise ValueError("metrics: one ClipShift per call, over sequences")
+            rows.seq += [("clip_delta", flags.delta), ("clip_adv", flags.adv)]
+            rows.shift = (flags.names(), unit)
+            fed.update(flags.names())
             continue
         for name, f in zip(_CLIP_FIELDS, (flags.low, flags.high, flags.dual, flags.cap), strict=True):
             if f is None:
@@ -188,12 +200,14 @@ def loss_metrics(
         parts.append(sur.extra["adaptive_signal"].reshape(1))
     return Metrics(names=tuple(names), values=parts, known=known, per_tok=tuple(rows.per_tok),
                    neg=("approx_kl_old_k1",), row_names=tuple(name for name, _ in rows.seq),
-                   rows=torch.stack([v for _, v in rows.seq]))
+                   rows=torch.stack([v for _, v in rows.seq]), shift=rows.shift)
 
 
-def _reduce_rows(names: tuple[str, ...], rows: np.ndarray) -> dict[str, float]:
+def _reduce_rows(names: tuple[str, ...], rows: np.ndarray,
+                 shift: tuple[tuple[str, ...], str] | None = None) -> dict[str, float]:
     """The statistics over the sequences with tokens of the rows ``rows`` [k, B] (float64; kinds in
-    :data:`_ROW_KINDS`): counts, the log-space sequence-ratio statistics, the exponent's, means."""
+    :data:`_ROW_KINDS`): counts, the log-space sequence-ratio statistics, the exponent's, means,
+    and ``shift``'s clip fractions (:attr:`Metrics.shift`)."""
     idx = {name: i for i, name in enumerate(names)}  # "n", "log_s", "p", "ess_sq" appear once
     n = rows[idx["n"]]
     ne = n > 0
@@ -203,6 +217,8 @@ def _reduce_rows(names: tuple[str, ...], rows: np.ndarray) -> dict[str, float]:
         for name in names:
             got[name] = math.nan
         got.update(seq_ratio_mean=math.nan, seq_ratio_min=math.nan, seq_ratio_max=math.nan, token_weight_ess=math.nan)
+        if shift is not None:
+            got.update(dict.fromkeys(shift[0], math.nan))
         return got
     sub = rows if n_seqs == n.shape[0] else rows[:, ne]
     log_s = sub[idx["log_s"]]
@@ -215,6 +231,10 @@ def _reduce_rows(names: tuple[str, ...], rows: np.ndarray) -> dict[str, float]:
         got.update(p=float(pv.mean()), p_min=float(pv.min()), p_max=float(pv.max()))
     if "ess_sq" in idx:
         got["token_weight_ess"] = float((1.0 / (sub[idx["n"]] * sub[idx["ess_sq"]])).sum()) / n_seqs
+    if shift is not None:
+        names_on, unit = shift
+        weight = sub[idx["n"]] if unit == "sequence-tokens" else np.ones(n_seqs)
+        got.update(ClipShift.fractions(sub[idx["clip_delta"]], sub[idx["clip_adv"]], weight, names_on))
     means = [i for i, name in enumerate(names) if name not in _ROW_KINDS]
     if means:
         for i, v in zip(means, (sub[means].sum(axis=1) / n_seqs).tolist(), strict=True):
@@ -256,7 +276,8 @@ def read_back(checks: list[ValueCheck], metrics: Metrics | None) -> dict[str, fl
     for name, v in zip(metrics.names, values[len(checks):], strict=True):
         got[name] = got.get(name, 0.0) + v
     if metrics.rows is not None:
-        for name, v in _reduce_rows(metrics.row_names, host[k:].reshape(len(metrics.row_names), -1)).items():
+        for name, v in _reduce_rows(metrics.row_names, host[k:].reshape(len(metrics.row_names), -1),
+                                    metrics.shift).items():
             got[name] = got.get(name, 0.0) + v
     n_tokens = got.get("n_tokens", math.nan)
     for name in metrics.per_tok:

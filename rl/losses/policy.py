@@ -45,8 +45,9 @@ on one side when p != 0; this option centres the window of sequence i on
 
 Structure: :class:`~rl.losses.LossConfig` holds the validated options (built once per run);
 :func:`loss_from_config` prepares the batch (:mod:`rl.losses.batch`), picks the level's
-surrogate from :data:`SURROGATES`, clips with :func:`rl.losses.clipping.clip_log_ratio` (which
-also returns the flags the metrics count), adds the KL and entropy terms, and computes the
+surrogate from :data:`SURROGATES`, clips with :func:`rl.losses.clipping.clip_log_ratio` per token
+and :func:`rl.losses.clipping.clipped_sum` per sequence (which also return the flags the metrics
+count; the latter clips, exponentiates and aggregates in one autograd node), adds the KL and entropy terms, and computes the
 metrics apart (:mod:`rl.losses.metrics`); :func:`policy_loss` is the keyword wrapper that TRL
 and verl call. With one advantage per sequence, ``"sequence-token"`` has exactly the value and
 gradient of ``"sequence"`` (each token's term is ``-A_i s_i`` with gradient ``-A_i s_i n_i pi_it``,
@@ -70,7 +71,7 @@ import torch
 
 from rl.losses.aggregation import row_weights
 from rl.losses.batch import Batch, prepare, value_checks
-from rl.losses.clipping import Bound, clip_log_ratio, window_shift
+from rl.losses.clipping import Bound, clip_log_ratio, clipped_sum, window_shift
 from rl.losses.config import LossConfig
 from rl.losses.kl import kl_estimate
 from rl.losses.means import power_ratio, sequence_log_ratio
@@ -88,18 +89,18 @@ def _token_sum(x: torch.Tensor, b: Batch, config: LossConfig) -> torch.Tensor:
     return torch.dot(torch.where(b.mask, x, 0.0).sum(-1), w)
 
 
-def _sequence_sum(seq_loss: torch.Tensor, b: Batch, config: LossConfig) -> torch.Tensor:
-    """``agg`` of a per-sequence loss [B] broadcast over each sequence's tokens
-    (:func:`rl.losses.aggregation.aggregate_sequences`). ``seq_loss`` must be finite on every row:
-    the levels' is ``-A_i exp(x_i)``, 0 on a row without tokens (``A = 0``, ``x = log s = 0``)."""
+def _sequence_coef(b: Batch, config: LossConfig) -> torch.Tensor:
+    """``coef_i = -w_i A_i`` [B]: the sequence-level loss ``-A_i exp(x_i)`` broadcast over each
+    sequence's tokens has ``agg = sum_i coef_i exp(x_i)``
+    (:func:`rl.losses.aggregation.aggregate_sequences`); 0 on a row without tokens (``A = 0``)."""
     if config.agg == "seq-mean-token-mean":
-        # GSPO's mean over the sequences with tokens: an empty row's term is exactly 0, so the sum
-        # needs no mask, and its count is B where every row is known to have tokens (the same
-        # division either way: the same bits on every device).
-        return seq_loss.sum() / (float(b.n.shape[0]) if b.every_row_nonempty else b.n_seq.clamp(min=1.0))
+        # GSPO's mean over the sequences with tokens: an empty row's A is 0, so its term needs no
+        # mask, and the count is B where every row is known to have tokens (the same division
+        # either way: the same bits on every device).
+        return b.a_seq / (-float(b.n.shape[0]) if b.every_row_nonempty else -b.n_seq.clamp(min=1.0))
     w = row_weights(b.n, config.agg, b.T, config.loss_scale_factor, times_n=True, nonempty=b.nonempty,
                     n_seq=b.n_seq)
-    return torch.dot(seq_loss, w)
+    return torch.mul(b.a_seq, w).neg_()
 
 
 def _geometric(b: Batch, config: LossConfig) -> bool:
@@ -166,8 +167,8 @@ def _sequence_level(b: Batch, config: LossConfig, p: Any, unit: str) -> Surrogat
     log_s, pi, p_used, extra, sq = _sequence_ratio(b, config, b.l, weights=False, p=p,
                                                    sum_sq=config.metrics and not geometric)
     lo, hi = _window(b, config, p_used)
-    x, flags = clip_log_ratio(log_s, b.a_seq, lo=lo, hi=hi, log_c=win.log_c, cap=win.cap, flags=config.metrics)
-    pg = _sequence_sum(-b.a_seq * torch.exp(x), b, config)
+    pg, flags = clipped_sum(log_s, b.a_seq, _sequence_coef(b, config), lo=lo, hi=hi, log_c=win.log_c, cap=win.cap,
+                            flags=config.metrics)
     return Surrogate(pg=pg, log_s=log_s, pi=pi, pi_sum_sq=sq, uniform_pi=geometric, p_used=p_used, extra=extra,
                      clips=((flags, unit),))
 
@@ -197,9 +198,8 @@ def gmpo_surrogate(b: Batch, config: LossConfig) -> Surrogate:
     geometric = _geometric(b, config)
     log_s, pi, p_used, extra, sq = _sequence_ratio(b, config, lc, weights=False,
                                                    sum_sq=config.metrics and not geometric)
-    x, seq_flags = clip_log_ratio(log_s, b.a_seq, lo=-math.inf, hi=math.inf, log_c=win.log_c, cap=win.cap,
-                                  flags=config.metrics)
-    pg = _sequence_sum(-b.a_seq * torch.exp(x), b, config)
+    pg, seq_flags = clipped_sum(log_s, b.a_seq, _sequence_coef(b, config), lo=-math.inf, hi=math.inf,
+                                log_c=win.log_c, cap=win.cap, flags=config.metrics)
     return Surrogate(pg=pg, log_s=log_s, pi=pi, pi_sum_sq=sq, uniform_pi=geometric, p_used=p_used, extra=extra,
                      clips=((tok_flags, "token"), (seq_flags, "sequence")))
 
@@ -326,8 +326,9 @@ def _config(options: dict[str, Any]) -> LossConfig:
     """``LossConfig.create(**options)``, remembered for options that are plain values (a trainer
     calls with the same ones every step; validating them costs as much as a few kernels)."""
     try:
-        # the type is part of the key: True == 1 == 1.0 hash alike, but only 1.0 is a valid p
-        key = tuple(sorted((k, type(v), v) for k, v in options.items()))
+        # the type is part of the key: True == 1 == 1.0 hash alike, but only 1.0 is a valid p; the
+        # order is the call's (a call site keeps it: one entry per site, no sort per call)
+        key = tuple((k, type(v), v) for k, v in options.items())
         hash(key)
     except TypeError:  # a tensor p, a LearnablePowerMean, a list: built afresh
         return LossConfig.create(**options)
