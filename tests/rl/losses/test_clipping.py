@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
 from rl.losses import policy_loss, power_log_ratio
-from rl.losses.clipping import ClipWindow, clip_log_ratio, window_shift
+from rl.losses.clipping import ClipFlags, ClipShift, ClipWindow, clip_log_ratio, clipped_sum, window_shift
 from tests.rl.losses.loss_helpers import F64, power_mean_by_hand, ppo_term, t64
 
 
@@ -124,3 +125,87 @@ def test_window_shift_is_p_times_the_population_variance_over_2():
             assert shift[i].item() == pytest.approx(pi * var / 2, rel=1e-12, abs=1e-300)
     # p = inf with a constant row: inf * 0 is not finite, so the shift falls back to 0.
     assert window_shift(l, mask, n, math.inf)[1].item() == 0.0
+
+
+@pytest.mark.parametrize("log_c, cap", [(None, None), (math.log(3.0), None), (None, 1.5), (math.log(3.0), 0.9),
+                                        (None, 0.1)])
+@pytest.mark.parametrize("window", ["float", "per-row"])
+def test_clipped_sum_is_the_weighted_ppo_term_by_hand_with_its_gradient_and_flags(log_c, cap, window):
+    """clipped_sum against the PPO term with dual clip and cap by hand: value, gradient (0 where a
+    clip acted, coef r where not), and its flags (ClipShift fractions or ClipFlags) against the
+    flags by hand."""
+    xs = [-2.0, -0.3, -0.1, 0.0, 0.05, 0.25, 0.8, 1.2, 3.0]
+    advs = [-1.5, 0.0, 2.0]
+    x_rows = [xv for _ in advs for xv in xs]
+    a_rows = [av for av in advs for _ in xs]
+    coef = torch.tensor([-0.1 * (1 + i % 4) * a for i, a in enumerate(a_rows)], dtype=F64)
+    lo0, hi0 = math.log(0.8), math.log(1.2)
+    shift = [0.01 * ((i % 5) - 2) for i in range(len(x_rows))] if window == "per-row" else [0.0] * len(x_rows)
+    lo = torch.tensor([lo0 + s for s in shift], dtype=F64) if window == "per-row" else lo0
+    hi = torch.tensor([hi0 + s for s in shift], dtype=F64) if window == "per-row" else hi0
+    x = torch.tensor(x_rows, dtype=F64, requires_grad=True)
+    a = torch.tensor(a_rows, dtype=F64)
+    total, flags = clipped_sum(x, a, coef, lo=lo, hi=hi, log_c=log_c, cap=cap)
+    total.backward()
+    c = None if log_c is None else math.exp(log_c)
+    want_total, want_flags = 0.0, {"low": 0, "high": 0, "dual": 0, "cap": 0}
+    for i, (xv, av) in enumerate(zip(x_rows, a_rows, strict=True)):
+        l_i, h_i = math.exp(lo0 + shift[i]), math.exp(hi0 + shift[i])
+        r_eff = ppo_effective_ratio(math.exp(xv), av, l_i, h_i, c, cap)
+        want_total += coef[i].item() * r_eff
+        clipped = abs(r_eff - math.exp(xv)) > 1e-12 * math.exp(xv)
+        want_grad = 0.0 if clipped else coef[i].item() * math.exp(xv)
+        assert x.grad[i].item() == pytest.approx(want_grad, rel=1e-12, abs=1e-300), (av, xv)
+        xl = max(xv, lo0 + shift[i]) if av < 0 else xv
+        side = log_c if av < 0 else hi0 + shift[i]
+        want_flags["low"] += av < 0 and xv < lo0 + shift[i]
+        want_flags["high"] += av > 0 and xv > hi0 + shift[i]
+        want_flags["dual"] += log_c is not None and av < 0 and xl > log_c
+        want_flags["cap"] += cap is not None and xl > cap and (side is None or side > cap)
+    assert total.item() == pytest.approx(want_total, rel=1e-12)
+    n = len(x_rows)
+    if isinstance(flags, ClipShift):
+        assert window == "float" and log_c is None and (cap is None or cap >= hi0)
+        got = ClipShift.fractions(flags.delta.numpy(), flags.adv.numpy(), np.ones(n), flags.names())
+        for name in ("low", "high", "cap"):
+            assert got.get(f"clip_frac_{name}", 0.0) == want_flags[name] / n, name
+        assert want_flags["dual"] == 0
+    else:
+        assert isinstance(flags, ClipFlags)
+        for name, want in want_flags.items():
+            f = getattr(flags, name)
+            assert (0 if f is None else int(f.sum())) == want, name
+
+
+def test_clipped_sum_shift_flags_weight_by_tokens_and_leave_nan_unflagged():
+    delta = np.array([0.1, -0.2, -0.3, 0.0, np.nan, -1e-300])
+    adv = np.array([-1.0, 1.0, -1.0, 1.0, -1.0, 0.0])  # the last: lowered with A = 0, no flag's clip
+    n = np.array([3.0, 1.0, 2.0, 4.0, 5.0, 1.0])
+    names = ("clip_frac_low", "clip_frac_high", "clip_frac_cap")
+    got = ClipShift.fractions(delta, adv, n, names)
+    assert got == {"clip_frac_low": 3 / 16, "clip_frac_high": 1 / 16, "clip_frac_cap": 2 / 16}
+
+
+def test_clipped_sum_double_backward():
+    """create_graph: the gradient of clipped_sum is itself differentiable (float64 gradgradcheck),
+    with entries on both sides of the window and on its bounds' far side."""
+    g = torch.Generator().manual_seed(3)
+    x = (0.4 * torch.randn(8, generator=g, dtype=F64)).requires_grad_()
+    a = torch.tensor([1.0, -1.0] * 4, dtype=F64)
+    coef = torch.linspace(-0.3, 0.2, 8, dtype=F64)
+
+    def f(v):
+        return clipped_sum(v, a, coef, lo=math.log(0.8), hi=math.log(1.2), cap=1.0, flags=False)[0]
+
+    assert torch.autograd.gradcheck(f, (x,))
+    assert torch.autograd.gradgradcheck(f, (x,))
+    # gradgradcheck differentiates the create_graph gradient, so that gradient must be the plain one,
+    # and its derivative is diag(coef r) on the unclipped entries (0 on the clipped), by hand
+    (g_plain,) = torch.autograd.grad(f(x), x)
+    (g_graph,) = torch.autograd.grad(f(x), x, create_graph=True)
+    assert torch.allclose(g_graph, g_plain, rtol=1e-14, atol=0)
+    (h,) = torch.autograd.grad(g_graph.sum(), x)
+    xd = x.detach()
+    kept = (a >= 0) & (xd <= math.log(1.2)) | (a < 0) & (xd >= math.log(0.8)) & (xd <= 1.0)
+    assert 0 < int(kept.sum()) < 8
+    assert torch.allclose(h, torch.where(kept, coef * xd.exp(), 0.0), rtol=1e-14, atol=0)
