@@ -27,6 +27,7 @@ Statistics over an empty set (no sequence with tokens) are NaN; a clip that is o
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +86,9 @@ class Metrics:
     #: the clip fractions counted on the host from rows "clip_delta" and "clip_adv"
     #: (:class:`~rl.losses.clipping.ClipShift`): their names and unit, or None
     shift: tuple[tuple[str, ...], str] | None = None
+    #: (name, bound, redo): a value read at or above ``bound`` (or NaN) is replaced by ``redo()``'s,
+    #: read once more (a total computed on the common case's assumption, recomputed where it may fail)
+    recheck: tuple[tuple[str, float, Callable[[], torch.Tensor]], ...] = ()
 
 
 #: row kinds (:func:`_reduce_rows`): "n" the tokens per sequence (which sequences count);
@@ -153,6 +157,24 @@ def _token_weight_ess(sur: Surrogate, b: Batch) -> tuple[str, torch.Tensor]:
     return "token_weight_ess", torch.exp(torch.where(b.nonempty, log_ess, 0.0))
 
 
+def _k3_total(ls: torch.Tensor, cap: float | None) -> torch.Tensor:
+    """``sum_t k3_t`` with ``k3 = r - 1 - log r = expm1(l) - l`` (``l`` capped at ``cap``), 0 on
+    padding (``ls`` is 0 there). ``expm1``: near 0, where ``k3 ~ l^2 / 2``, ``exp(l) - 1`` would
+    carry an absolute error of ``eps`` per token, more than ``k3`` itself below ``|l| ~ 3e-4``."""
+    lc = ls if cap is None else ls.clamp_max(cap)
+    return torch.expm1(lc).sub_(lc).sum()
+
+
+def _k3_uncapped_bound(cap: float) -> float:
+    """A bound below which the uncapped ``sum_t k3_t`` equals the capped one: every ``k3_t >= 0``
+    and ``k3`` increases for ``l > 0``, so a token above the cap alone adds ``k3(cap) = expm1(cap)
+    - cap``; half of it leaves room for rounding. Below the bound no token exceeds the cap, the
+    clamp changes nothing and the two totals are the same bits (so the clamp, a pass over the
+    tokens, is made only where the bound is reached: at the default cap of 20 a token mean of
+    2.4e8 / N)."""
+    return (math.expm1(cap) - cap) / 2 if cap < 700 else math.inf
+
+
 @torch.no_grad()
 def loss_metrics(
     loss: torch.Tensor,
@@ -181,9 +203,9 @@ def loss_metrics(
         rows.seq.append(("p", p.detach().to(b.n.dtype).expand(b.n.shape[0])))
     elif p is not None:
         known.update(p=float(p), p_min=float(p), p_max=float(p))
-    ls = b.ls
-    lc = ls if max_log_ratio is None else ls.clamp_max(max_log_ratio)
-    rows.token_total("approx_kl_old", torch.expm1(lc).sub_(lc).sum())  # k3 = r - 1 - log r; 0 on padding
+    rows.token_total("approx_kl_old", _k3_total(b.ls, None))
+    recheck = () if max_log_ratio is None else (("approx_kl_old", _k3_uncapped_bound(max_log_ratio),
+                                                 lambda: _k3_total(b.ls, max_log_ratio)),)
     rows.token_total("approx_kl_old_k1", b.l_sum)  # negated after the read: k1 = -log r
     if kl is not None:
         rows.token_total("kl_ref", torch.where(b.mask, kl, 0.0).sum())
@@ -200,7 +222,7 @@ def loss_metrics(
         parts.append(sur.extra["adaptive_signal"].reshape(1))
     return Metrics(names=tuple(names), values=parts, known=known, per_tok=tuple(rows.per_tok),
                    neg=("approx_kl_old_k1",), row_names=tuple(name for name, _ in rows.seq),
-                   rows=torch.stack([v for _, v in rows.seq]), shift=rows.shift)
+                   rows=torch.stack([v for _, v in rows.seq]), shift=rows.shift, recheck=recheck)
 
 
 def _reduce_rows(names: tuple[str, ...], rows: np.ndarray,
@@ -275,6 +297,10 @@ def read_back(checks: list[ValueCheck], metrics: Metrics | None) -> dict[str, fl
     got: dict[str, float] = {}
     for name, v in zip(metrics.names, values[len(checks):], strict=True):
         got[name] = got.get(name, 0.0) + v
+    for name, bound, redo in metrics.recheck:
+        if not got[name] < bound:  # NaN too
+            with torch.no_grad():
+                got[name] = redo().item()
     if metrics.rows is not None:
         for name, v in _reduce_rows(metrics.row_names, host[k:].reshape(len(metrics.row_names), -1),
                                     metrics.shift).items():

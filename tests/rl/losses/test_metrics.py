@@ -23,6 +23,31 @@ def test_metrics_ess_and_kl_to_old():
     assert m_p1["approx_kl_old_k1"] == pytest.approx(-(math.log(3.0) + 0.2) / 3)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_k3_caps_the_log_ratio_only_where_a_token_exceeds_the_cap_and_keeps_small_kl_accurate(dtype):
+    """approx_kl_old is the token mean of expm1(min(l, cap)) - min(l, cap), by hand in float64:
+    with a token above the cap (the uncapped total, e^25 or inf, is recomputed with the clamp),
+    without one (no clamp), at small l (where exp(l) - 1 - l in float32 would be off by 100%), on
+    a cap so small that ordinary tokens reach it, and without a cap."""
+    def k3(x, cap):
+        x = min(x, cap) if cap is not None else x
+        return math.expm1(x) - x
+
+    small = [1e-4, -2e-4, 3e-4, -1e-4]
+    for rows, cap in (([[0.5, 25.0], [-3.0]], 20.0), ([[0.5, 95.0], [-3.0]], 20.0), ([[0.5, 19.0], [-3.0]], 20.0),
+                      ([small], 20.0), ([[0.5, 0.3], [-0.2]], 0.05), ([[0.5, 25.0]], None)):
+        l, mask = t64(rows, dtype=dtype)
+        opts = {} if cap == 20.0 else {"max_log_ratio": cap}
+        _, m = policy_loss(l, torch.zeros_like(l), torch.ones(len(rows), dtype=dtype), mask, p=0.0, **opts)
+        vals = [float(torch.tensor(v, dtype=dtype)) for r in rows for v in r]  # the inputs as rounded
+        want = sum(k3(v, cap) for v in vals) / len(vals)
+        # each token's k3 carries the rounding of expm1(l) (eps |l| near 0) and of the difference
+        # (eps k3): the mean is within 2 eps mean|l| + a relative 1e-6 (float32) or 1e-12 (float64)
+        eps = torch.finfo(dtype).eps / 2
+        tol = 2 * eps * sum(abs(min(v, cap or v)) for v in vals) / len(vals) + (1e-6 if dtype == torch.float32 else 1e-12) * want
+        assert abs(m["approx_kl_old"] - want) <= tol, (rows, cap, m["approx_kl_old"], want)
+
+
 def test_sequence_token_clip_metrics_per_sequence_or_per_token_advantages_agree():
     l, mask = t64([[0.5, 0.4, 0.3], [-0.5, -0.4], [0.01]])
     adv = torch.tensor([1.0, -1.0, 1.0], dtype=F64)
