@@ -234,17 +234,28 @@ class ClipShift:
                                      ("clip_frac_cap", self.cap)) if on)
 
     @staticmethod
-    def fractions(delta: np.ndarray, adv: np.ndarray, weight: np.ndarray, names: tuple[str, ...]) -> dict[str, float]:
+    def fractions(delta: np.ndarray, adv: np.ndarray, weight: np.ndarray | None,
+                  names: tuple[str, ...]) -> dict[str, float]:
         """Each flag's weighted fraction, ``sum_i w_i f_i / sum_i w_i``, from the host copies of the
-        rows (``weight``: 1 per sequence, or its tokens ``n_i``; rows with weight 0 count nowhere).
+        rows (``weight``: its tokens ``n_i`` per sequence, or None for 1 each; rows with weight 0
+        count nowhere).
 
         The same rule as the device flags of :func:`clip_log_ratio`: raised (``delta > 0``) is the
         low clip; lowered (``delta < 0``) is the high clip where ``A > 0`` and the cap where
         ``A < 0``. A NaN shift is no flag (as a comparison with NaN is False)."""
-        total = float(weight.sum())
         down = delta < 0
-        flag = {"clip_frac_low": delta > 0, "clip_frac_high": down & (adv > 0), "clip_frac_cap": down & (adv < 0)}
-        return {n: float(weight[flag[n]].sum()) / total for n in names}
+        if weight is None:
+            total = float(delta.shape[0])
+            count = {"clip_frac_low": lambda: np.count_nonzero(delta > 0),
+                     "clip_frac_high": lambda: np.count_nonzero(down & (adv > 0)),
+                     "clip_frac_cap": lambda: np.count_nonzero(down & (adv < 0))}
+        else:
+            total = float(weight.sum())
+            w_down = weight * down
+            count = {"clip_frac_low": lambda: np.dot(weight, delta > 0),
+                     "clip_frac_high": lambda: np.dot(w_down, adv > 0),
+                     "clip_frac_cap": lambda: np.dot(w_down, adv < 0)}
+        return {n: float(count[n]()) / total for n in names}
 
 
 class _ClippedSum(torch.autograd.Function):

@@ -231,9 +231,9 @@ def _reduce_rows(names: tuple[str, ...], rows: np.ndarray,
     :data:`_ROW_KINDS`): counts, the log-space sequence-ratio statistics, the exponent's, means,
     and ``shift``'s clip fractions (:attr:`Metrics.shift`)."""
     idx = {name: i for i, name in enumerate(names)}  # "n", "log_s", "p", "ess_sq" appear once
+    # Few numpy calls: on rows of a few hundred numbers each call costs more than its arithmetic.
     n = rows[idx["n"]]
-    ne = n > 0
-    n_seqs = int(np.count_nonzero(ne))
+    n_seqs = int(np.count_nonzero(n))
     got: dict[str, float] = {"n_seqs": float(n_seqs), "n_tokens": float(n.sum())}
     if not n_seqs:  # every statistic over sequences is NaN (read_back)
         for name in names:
@@ -242,20 +242,20 @@ def _reduce_rows(names: tuple[str, ...], rows: np.ndarray,
         if shift is not None:
             got.update(dict.fromkeys(shift[0], math.nan))
         return got
-    sub = rows if n_seqs == n.shape[0] else rows[:, ne]
+    sub = rows if n_seqs == n.shape[0] else rows[:, n > 0]
     log_s = sub[idx["log_s"]]
-    m = float(log_s.max())
-    # log of the mean ratio, shifted by the max: exact in float64 for every float32 log-ratio
-    lme = m + math.log(float(np.exp(log_s - m).sum()) / n_seqs) if math.isfinite(m) else m
-    got.update(seq_ratio_mean=lme, seq_ratio_min=float(log_s.min()), seq_ratio_max=m)
+    # log of the mean ratio: a log-sum-exp in float64, exact to a few ulps for every float32
+    # log-ratio (NaN, +-inf propagate as through the max-shifted form)
+    got.update(seq_ratio_mean=float(np.logaddexp.reduce(log_s)) - math.log(n_seqs),
+               seq_ratio_min=float(log_s.min()), seq_ratio_max=float(log_s.max()))
     if "p" in idx:
         pv = sub[idx["p"]]
         got.update(p=float(pv.mean()), p_min=float(pv.min()), p_max=float(pv.max()))
     if "ess_sq" in idx:
-        got["token_weight_ess"] = float((1.0 / (sub[idx["n"]] * sub[idx["ess_sq"]])).sum()) / n_seqs
+        got["token_weight_ess"] = float(np.reciprocal(sub[idx["n"]] * sub[idx["ess_sq"]]).sum()) / n_seqs
     if shift is not None:
         names_on, unit = shift
-        weight = sub[idx["n"]] if unit == "sequence-tokens" else np.ones(n_seqs)
+        weight = sub[idx["n"]] if unit == "sequence-tokens" else None
         got.update(ClipShift.fractions(sub[idx["clip_delta"]], sub[idx["clip_adv"]], weight, names_on))
     means = [i for i, name in enumerate(names) if name not in _ROW_KINDS]
     if means:

@@ -166,7 +166,7 @@ def test_clipped_sum_is_the_weighted_ppo_term_by_hand_with_its_gradient_and_flag
     n = len(x_rows)
     if isinstance(flags, ClipShift):
         assert window == "float" and log_c is None and (cap is None or cap >= hi0)
-        got = ClipShift.fractions(flags.delta.numpy(), flags.adv.numpy(), np.ones(n), flags.names())
+        got = ClipShift.fractions(flags.delta.numpy(), flags.adv.numpy(), None, flags.names())
         for name in ("low", "high", "cap"):
             assert got.get(f"clip_frac_{name}", 0.0) == want_flags[name] / n, name
         assert want_flags["dual"] == 0
@@ -184,6 +184,9 @@ def test_clipped_sum_shift_flags_weight_by_tokens_and_leave_nan_unflagged():
     names = ("clip_frac_low", "clip_frac_high", "clip_frac_cap")
     got = ClipShift.fractions(delta, adv, n, names)
     assert got == {"clip_frac_low": 3 / 16, "clip_frac_high": 1 / 16, "clip_frac_cap": 2 / 16}
+    assert ClipShift.fractions(delta, adv, None, names) == {"clip_frac_low": 1 / 6, "clip_frac_high": 1 / 6,
+                                                            "clip_frac_cap": 1 / 6}
+    assert ClipShift.fractions(delta, adv, np.ones(6), names) == ClipShift.fractions(delta, adv, None, names)
 
 
 def test_clipped_sum_double_backward():
